@@ -38,6 +38,7 @@ setuptools.setup(
     python_requires='>=' + min_python,
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
+    package_data={cfg['lib_name']: ['pretrained/*.pt', 'pretrained/*.md']},
     install_requires=reqs('requirements'),
     extras_require={'dev': reqs('dev_requirements'), 'bench': reqs('bench_requirements')},
     entry_points={'console_scripts': scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
