@@ -410,7 +410,7 @@ def fit(self:Trainer,
         with _StopOnSigint(verbose=self.is_main) as stop:
             for x, y in self.batches():
                 self.elapsed = elapsed0 + time.perf_counter() - start
-                if _any_process(stop.requested or self._budget_spent(), self.world, self.device) or self.step == until: break
+                if _any_process(stop.requested or self._budget_spent(), self.world, self.device) or (until is not None and self.step >= until): break
                 window.append(self.train_step(x, y)); seen += len(x) * self.world
                 bar.update(1)
                 if self.step % c.log_every == 0:
@@ -533,6 +533,7 @@ def from_checkpoint(cls:Trainer, path:str|Path, out:str|Path|None=None, **overri
 def load_model(path:str|Path, ema:bool=True, device:str|torch.device='cpu') -> tuple[nn.Module, NoiseSchedule, dict]:
     "Load a trained denoiser for sampling from a checkpoint, a run folder or an exported model file: (model in eval mode, schedule, run config)."
     sd = load_checkpoint(path, map_location='cpu')
+    if 'weights' in sd and not ema: raise ValueError(f"{path} is an exported model file: it holds only the EMA weights (use ema=True)")
     model = model_from_config(sd['model_class'], sd['model_config'])
     weights = sd['weights'] if 'weights' in sd else sd['ema']['model'] if ema else sd['model']
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
