@@ -22,7 +22,7 @@ def machine() -> str:
 
 def card_markdown(c:dict) -> str:
     rows = '\n'.join(f"| {k} | {v} |" for k, v in c['config'].items())
-    return (f"# {c['name']}\n\nA {c['description']} trained with ddpm_nb on the 1,797 embedded 8×8 scikit-learn digits "
+    return (f"# {c['name']}\n\n{'An' if c['description'][0] in 'aeiou' else 'A'} {c['description']} trained with ddpm_nb on the 1,797 embedded 8×8 scikit-learn digits "
             f"(resized to 16×16).\n\n- Command: `{c['command']}`\n- Steps: {c['steps']} ({c['wall_time_min']:.1f} min of training)\n"
             f"- Final training loss (mean of the last 50 steps): {c['final_loss']:.4f}\n- Machine: {c['machine']}\n- Date: {c['date']}\n"
             f"- Parameters: {c['parameters']:,} (the `digits` U-Net preset)\n"
