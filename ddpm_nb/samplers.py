@@ -4,11 +4,13 @@
 
 # %% ../nbs/11_guidance.ipynb #9b379563
 from __future__ import annotations
-import math
+import math, os, sys, time
+from pathlib import Path
 import numpy as np
 import torch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
+from fastcore.script import call_parse, anno_parser
 from .schedules import NoiseSchedule
 from .ddpm_sampler import ddpm_step, VARIANCES, _ddpm_update, _step_coefs
 from .ddim_sampler import ddim_step, ddim_timesteps, ddim_invert, SPACINGS, _ddim_update, _check_eta, _check_eps, _evaluating
@@ -16,7 +18,8 @@ from .ddim_sampler import ddim_step, ddim_timesteps, ddim_invert, SPACINGS, _ddi
 _all_ = ['ddpm_step', 'ddim_step', 'ddim_timesteps', 'ddim_invert']
 
 # %% auto #0
-__all__ = ['guided_eps', 'sample', 'ddpm_step', 'ddim_step', 'ddim_timesteps', 'ddim_invert']
+__all__ = ['OUT_FORMATS', 'guided_eps', 'sample', 'save_gif', 'parse_labels', 'save_samples', 'ddpm_nb_sample', 'main',
+           'ddpm_step', 'ddim_step', 'ddim_timesteps', 'ddim_invert']
 
 # %% ../nbs/11_guidance.ipynb #ab9b1152
 def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
@@ -129,3 +132,119 @@ def sample(model, # noise predictor: eps = model(x_t, t, labels), t a LongTensor
             else: x, x0 = _ddim_update(c, t, t_prev, x, eps, eta, None, clip_x0, g)
             if traj: traj['t'].append(t); traj['x_t'].append(x); traj['x0_pred'].append(x0)
     return (x, traj) if return_trajectory else x
+
+# %% ../nbs/11_guidance.ipynb #01daa758
+def save_gif(frames:list, # image batches (N, C, H, W) in [-1, 1], e.g. the 'x_t' list of a trajectory
+             path, # where to write the GIF
+             nrow:int=8, # images per row of each grid
+             scale:int=3, # show each pixel as scale × scale (16×16 digits are tiny)
+             max_frames:int=40, # use at most this many frames, evenly spaced, first and last included
+             ms_per_frame:int=60, # display time of one frame
+             hold_ms:int=1500, # display time of the last frame
+            ) -> Path:
+    "Write `frames` as an animated GIF (to a temporary file, then renamed) and return its path."
+    from PIL import Image
+    from torchvision.utils import make_grid
+    if not isinstance(frames, (list, tuple)) or not frames: raise ValueError("frames must be a non-empty list of image batches (N, C, H, W)")
+    if any(not isinstance(f, Tensor) or f.ndim != 4 for f in frames):
+        raise ValueError(f"every frame must be an image batch (N, C, H, W), got shapes {[tuple(getattr(f, 'shape', ())) for f in frames[:3]]}")
+    def to_img(x):
+        g = make_grid((x.detach().float().cpu().clamp(-1, 1) + 1) / 2, nrow=nrow, padding=1, pad_value=1.)
+        a = (g.permute(1, 2, 0) * 255).round().byte().numpy()
+        im = Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
+        return im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    L = len(frames)
+    keep = sorted({round(i * (L - 1) / (max_frames - 1)) for i in range(max_frames)}) if L > max_frames else range(L)
+    imgs, path = [to_img(frames[i]) for i in keep], Path(path)
+    tmp = path.with_name(f'.{path.stem}.tmp.gif')
+    imgs[0].save(tmp, format='GIF', save_all=True, append_images=imgs[1:], duration=[ms_per_frame] * (len(imgs) - 1) + [hold_ms], loop=0)
+    os.replace(tmp, path)
+    return path
+
+# %% ../nbs/11_guidance.ipynb #39ec592c
+OUT_FORMATS = ('.png', '.npz', '.gif')
+
+def parse_labels(spec:str|None, # the --labels option: None, 'all', or a comma list such as '3' or '0,1,2'
+                 n:int, # number of samples
+                 num_classes:int|None, # the model's classes (None: unconditional)
+                ) -> Tensor|None:
+    "Labels for `n` samples: the classes in turn for None/'all', a comma list repeated to length `n`; None for an unconditional model."
+    if num_classes is None:
+        if spec not in (None, ''): raise ValueError(f"--labels {spec!r} was given, but the model is unconditional (it takes no labels)")
+        return None
+    if spec in (None, '', 'all'): return torch.arange(n) % num_classes
+    try: vals = [int(v) for v in str(spec).split(',')]
+    except ValueError: raise ValueError(f"--labels must be 'all' or a comma list of classes such as 3 or 0,1,2; got {spec!r}") from None
+    bad = [v for v in vals if not 0 <= v < num_classes]
+    if bad: raise ValueError(f"--labels {bad} out of range: this model's classes are 0..{num_classes - 1}")
+    return torch.tensor(vals).repeat(math.ceil(n / len(vals)))[:n]
+
+# %% ../nbs/11_guidance.ipynb #26051097
+def _load_for_sampling(ckpt:str, device):
+    "(model, schedule, run config) from a shipped model name, a checkpoint file or a run folder, with the EMA weights."
+    from ddpm_nb.train import load_model, load_pretrained, pretrained_names   # here, not at the top: train imports this module
+    if ckpt in pretrained_names(): return load_pretrained(ckpt, device=device)
+    if not Path(ckpt).exists():
+        raise ValueError(f"--ckpt {ckpt!r}: no such checkpoint file or run folder, and no shipped model of that name ({', '.join(pretrained_names())})")
+    return load_model(ckpt, device=device)
+
+def save_samples(x:Tensor, # samples: images (N, C, H, W) in [-1, 1], or points (N, D)
+                 labels:Tensor|None, # their labels (N,), or None
+                 path, # .png, .npz or .gif (see `OUT_FORMATS`)
+                 nrow:int=10, # images per grid row
+                 frames:list|None=None, # for .gif: the image batches to animate
+                ) -> Path:
+    "Write samples to `path` in the format its extension names, atomically."
+    path, ext = Path(path), Path(path).suffix.lower()
+    if ext == '.npz':
+        arrays = {'images': ((x.float().clamp(-1, 1) + 1) / 2).cpu().numpy()} if x.ndim == 4 else {'points': x.float().cpu().numpy()}
+        arrays['labels'] = (labels.cpu() if labels is not None else torch.full((len(x),), -1)).numpy().astype(np.int64)
+        tmp = path.with_name(f'.{path.stem}.tmp.npz')
+        with open(tmp, 'wb') as f: np.savez(f, **arrays)
+        os.replace(tmp, path); return path
+    if x.ndim != 4: raise ValueError(f"{ext} needs images; this model makes {tuple(x.shape[1:])}-shaped samples: use .npz")
+    if ext == '.gif': return save_gif(frames or [x], path, nrow=nrow)
+    if ext == '.png':
+        from ddpm_nb.train import save_grid
+        save_grid(x, path, nrow=nrow); return path
+    raise ValueError(f"unknown output format {ext!r} for {path}: use one of {OUT_FORMATS}")
+
+# %% ../nbs/11_guidance.ipynb #ac27c9c0
+@call_parse
+def ddpm_nb_sample(
+    ckpt:str='digits-cond',    # checkpoint file, run folder of ddpm_nb_train, or shipped model name (digits-cond, digits-uncond)
+    n:int=40,                  # number of samples
+    sampler:str='ddim',        # ddim | ddpm
+    steps:int=None,            # DDIM steps (default 50); DDPM always takes all T
+    eta:float=0.0,             # DDIM noise: 0 deterministic, 1 as much as DDPM
+    guidance:float=None,       # classifier-free guidance weight w (default 3 for a class-conditional model)
+    labels:str=None,           # 'all' (classes in turn; the default) or a comma list such as 3 or 0,1,2
+    seed:int=0,                # random seed
+    out:str='samples.png',     # .png grid | .npz arrays | .gif animation of the reverse process
+    device:str='auto',         # auto | cpu | cuda | cuda:N | mps
+):
+    "Draw samples from a trained model and save them as a grid, arrays or an animation."
+    from ddpm_nb.train import pick_device, CheckpointError
+    try:
+        if Path(out).suffix.lower() not in OUT_FORMATS: raise ValueError(f"--out {out!r}: the file must end in one of {OUT_FORMATS}")
+        if not Path(out).resolve().parent.is_dir(): raise ValueError(f"--out {out!r}: folder {Path(out).resolve().parent} does not exist")
+        model, schedule, _ = _load_for_sampling(ckpt, pick_device(device))
+        num_classes = getattr(model, 'num_classes', None)
+        if guidance is None: guidance = 3.0 if num_classes is not None else 1.0
+        y, start = parse_labels(labels, n, num_classes), time.perf_counter()
+        res = sample(model, schedule, n, sampler, steps, eta, labels=y, guidance=guidance, seed=seed,
+                     return_trajectory=out.lower().endswith('.gif'))
+        x, frames = (res[0], res[1]['x_t']) if isinstance(res, tuple) else (res, None)
+        nrow = num_classes if num_classes is not None and labels in (None, '', 'all') else 8
+        path = save_samples(x, y, out, nrow=nrow, frames=frames)
+        print(f"ddpm_nb_sample: wrote {path}: {n} samples from {ckpt} ({sampler}"
+              f"{'' if sampler == 'ddpm' else f', {steps or 50} steps'}, guidance {guidance:g}) in {time.perf_counter() - start:.1f} s")
+    except (ValueError, CheckpointError) as e:
+        print(f"ddpm_nb_sample: error: {e}", file=sys.stderr); sys.exit(1)
+
+def main(argv:list|None=None):
+    "Console entry point of `ddpm_nb_sample`: parses `argv` (default `sys.argv[1:]`) and samples."
+    from ddpm_nb.train import _cli_argv
+    args = vars(anno_parser(ddpm_nb_sample, prog='ddpm_nb_sample').parse_args(_cli_argv(sys.argv[1:] if argv is None else argv, set())))
+    for k in ('pdb', 'xtra'): args.pop(k, None)          # fastcore's own extras
+    ddpm_nb_sample(**args)

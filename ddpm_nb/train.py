@@ -111,7 +111,7 @@ def load_checkpoint(path:str|Path, map_location='cpu') -> dict:
     try: state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path} could not be loaded as a checkpoint (truncated, corrupt, or holding objects "
-                              f"other than tensors and plain containers): {type(e).__name__}: {e}") from e
+                              f"other than tensors and plain containers): {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0].split('. ')[0]}") from e
     if not isinstance(state, dict) or state.get('format') != CKPT_FORMAT:
         raise CheckpointError(f"{path} is not a ddpm_nb checkpoint (expected format {CKPT_FORMAT!r})")
     return state

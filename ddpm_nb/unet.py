@@ -273,6 +273,11 @@ def from_config(cls:UNet, cfg)->UNet:
     return cls(**asdict(cfg))
 
 @patch(as_prop=True)
+def num_classes(self:UNet):
+    "Number of classes of a class-conditional model, None for an unconditional one."
+    return self.config.num_classes
+
+@patch(as_prop=True)
 def null_label(self:UNet):
     "The label meaning 'no class' (classifier-free guidance): `num_classes`, or None for an unconditional model."
     return self.config.num_classes
@@ -361,6 +366,10 @@ class MLPDenoiser(nn.Module):
     def from_config(cls, cfg):
         "Build from an `MLPConfig` or its `to_dict()`."
         return cls(**asdict(MLPConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg))
+    @property
+    def num_classes(self):
+        "Number of classes of a class-conditional model, None for an unconditional one."
+        return self.config.num_classes
     @property
     def null_label(self):
         "The label meaning 'no class': `num_classes`, or None for an unconditional model."
