@@ -40,7 +40,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg['lib_name']: ['pretrained/*.pt', 'pretrained/*.md']},
     install_requires=reqs('requirements'),
-    extras_require={'dev': reqs('dev_requirements'), 'bench': reqs('bench_requirements')},
+    extras_require={'dev': reqs('dev_requirements'), 'bench': reqs('bench_requirements'), 'serve': reqs('serve_requirements')},
     entry_points={'console_scripts': scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
 )
