@@ -10,8 +10,8 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['DigitClassifier', 'train_digit_classifier', 'frechet_distance', 'kid', 'classifier_score', 'DigitJudge', 'nearest',
-           'MetricUnavailable', 'inception_fd']
+__all__ = ['DigitClassifier', 'train_digit_classifier', 'frechet_distance', 'kid', 'classifier_score', 'sliced_wasserstein',
+           'DigitJudge', 'nearest', 'MetricUnavailable', 'inception_fd']
 
 # %% ../nbs/12_evaluation.ipynb #247056f6
 class DigitClassifier(nn.Module):
@@ -84,6 +84,14 @@ def classifier_score(probs:Tensor) -> float:
     "Inception-Score-style exp(E_x KL(p(y|x) || p(y))) of class probabilities (N, K): 1 to K, higher is better."
     p = probs.double().clamp_min(1e-12)
     return math.exp((p * (p.log() - p.mean(0, keepdim=True).log())).sum(1).mean().item())
+
+def sliced_wasserstein(a:Tensor, b:Tensor, n_dirs:int=128, seed:int=0) -> float:
+    "Sliced Wasserstein-1 distance between equal-size point sets `a` and `b` (N, D): the mean gap between sorted projections on random directions."
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor) or a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"a and b must be point sets of the same shape (N, D), got {tuple(getattr(a, 'shape', ()))} and {tuple(getattr(b, 'shape', ()))}")
+    dirs = torch.randn(a.shape[1], n_dirs, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    pa, pb = ((v.double() @ dirs / dirs.norm(dim=0)).sort(0).values for v in (a, b))
+    return (pa - pb).abs().mean().item()
 
 # %% ../nbs/12_evaluation.ipynb #12c0c0b4
 class DigitJudge:
