@@ -69,6 +69,7 @@ def frechet_distance(f1:Tensor, f2:Tensor) -> float:
 def kid(f1:Tensor, f2:Tensor, subset_size:int=200, subsets:int=50, seed:int=0) -> tuple[float, float]:
     "Unbiased MMD² with the cubic polynomial kernel (a·b/d + 1)³ (KID), mean and std over random subsets of both sets."
     _check_feats(f1, f2)
+    if subset_size < 2 or subsets < 2: raise ValueError(f"subset_size and subsets must be >= 2, got {subset_size} and {subsets}")
     n, d, g = min(subset_size, len(f1), len(f2)), f1.shape[1], torch.Generator().manual_seed(seed)
     def off_diag_mean(k): return (k.sum() - k.diagonal().sum()) / (n * (n - 1))
     vals = []
@@ -82,6 +83,8 @@ def kid(f1:Tensor, f2:Tensor, subset_size:int=200, subsets:int=50, seed:int=0) -
 
 def classifier_score(probs:Tensor) -> float:
     "Inception-Score-style exp(E_x KL(p(y|x) || p(y))) of class probabilities (N, K): 1 to K, higher is better."
+    if not isinstance(probs, Tensor) or probs.ndim != 2 or len(probs) < 1:
+        raise ValueError(f"probs must be class probabilities of shape (N, K), got {tuple(getattr(probs, 'shape', ())) or type(probs).__name__}")
     p = probs.double().clamp_min(1e-12)
     return math.exp((p * (p.log() - p.mean(0, keepdim=True).log())).sum(1).mean().item())
 
@@ -119,6 +122,8 @@ class DigitJudge:
 
 def nearest(x:Tensor, ref:Tensor) -> tuple[Tensor, Tensor]:
     "For each image of `x`, the pixel-space L2 distance to its nearest image in `ref`, and that image's index."
+    if not isinstance(x, Tensor) or not isinstance(ref, Tensor) or x.ndim < 2 or x.shape[1:] != ref.shape[1:] or len(ref) < 1:
+        raise ValueError(f"x and ref must be batches of the same item shape, got {tuple(getattr(x, 'shape', ()))} and {tuple(getattr(ref, 'shape', ()))}")
     return torch.cdist(x.flatten(1).double(), ref.flatten(1).double()).min(1)
 
 # %% ../nbs/12_evaluation.ipynb #ce735573

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from fastcore.script import call_parse, anno_parser
+from fastcore.script import call_parse
 from .schedules import NoiseSchedule
 from .ddpm_sampler import ddpm_step, VARIANCES, _ddpm_update, _step_coefs
 from .ddim_sampler import ddim_step, ddim_timesteps, ddim_invert, SPACINGS, _ddim_update, _check_eta, _check_eps, _evaluating
@@ -243,8 +243,6 @@ def ddpm_nb_sample(
         print(f"ddpm_nb_sample: error: {e}", file=sys.stderr); sys.exit(1)
 
 def main(argv:list|None=None):
-    "Console entry point of `ddpm_nb_sample`: parses `argv` (default `sys.argv[1:]`) and samples."
-    from ddpm_nb.train import _cli_argv
-    args = vars(anno_parser(ddpm_nb_sample, prog='ddpm_nb_sample').parse_args(_cli_argv(sys.argv[1:] if argv is None else argv, set())))
-    for k in ('pdb', 'xtra'): args.pop(k, None)          # fastcore's own extras
-    ddpm_nb_sample(**args)
+    "Console entry point of `ddpm_nb_sample`."
+    from ddpm_nb.train import run_cli
+    run_cli(ddpm_nb_sample, argv)

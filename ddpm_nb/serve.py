@@ -14,7 +14,7 @@ try:
     from fastapi.responses import JSONResponse, Response
 except ImportError as e:
     raise ImportError(f"ddpm_nb.serve needs FastAPI: pip install -e '.[serve]' (or pip install fastapi uvicorn); {e}") from e
-from fastcore.script import call_parse, anno_parser
+from fastcore.script import call_parse
 from .schedules import NoiseSchedule
 from .samplers import sample, _load_for_sampling
 
@@ -111,7 +111,5 @@ def ddpm_nb_serve(
 
 def main(argv:list|None=None):
     "Console entry point of `ddpm_nb_serve`."
-    from ddpm_nb.train import _cli_argv
-    args = vars(anno_parser(ddpm_nb_serve, prog='ddpm_nb_serve').parse_args(_cli_argv(sys.argv[1:] if argv is None else argv, set())))
-    for k in ('pdb', 'xtra'): args.pop(k, None)
-    ddpm_nb_serve(**args)
+    from ddpm_nb.train import run_cli
+    run_cli(ddpm_nb_serve, argv)

@@ -24,7 +24,7 @@ __all__ = ['CKPT_FORMAT', 'PRECISIONS', 'DEFAULT_PRESETS', 'PRETRAINED_DIR', 'DE
            'lr_factor', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'TrainConfig', 'pick_device',
            'model_precision', 'pick_precision', 'autocast', 'default_lr', 'build_model', 'model_from_config',
            'TrainingDiverged', 'Trainer', 'save_grid', 'plot_loss', 'LiveLossPlot', 'load_model', 'export_model',
-           'pretrained_names', 'load_pretrained', 'ddpm_nb_train', 'main']
+           'pretrained_names', 'load_pretrained', 'ddpm_nb_train', 'run_cli', 'main']
 
 # %% ../nbs/08_training.ipynb #be1a68b2
 def diffusion_loss(model:nn.Module,             # ε-predictor: model(x_t, t, labels) -> ε̂ shaped like x_t
@@ -617,9 +617,12 @@ def ddpm_nb_train(
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
-def main(argv:list|None=None):
-    "Console entry point of `ddpm_nb_train`: parses `argv` (default `sys.argv[1:]`) and trains."
-    p = anno_parser(ddpm_nb_train, prog='ddpm_nb_train')
-    args = vars(p.parse_args(_cli_argv(sys.argv[1:] if argv is None else argv, {'cond'})))
+def run_cli(func, argv:list|None=None, bool_flags:set=frozenset()):
+    "Parse `argv` (default `sys.argv[1:]`) for the `call_parse` function `func` (dashed names, `--no-flag`) and call it."
+    args = vars(anno_parser(func, prog=func.__name__).parse_args(_cli_argv(sys.argv[1:] if argv is None else argv, set(bool_flags))))
     for k in ('pdb', 'xtra'): args.pop(k, None)          # fastcore's own extras
-    ddpm_nb_train(**args)
+    return func(**args)
+
+def main(argv:list|None=None):
+    "Console entry point of `ddpm_nb_train`."
+    run_cli(ddpm_nb_train, argv, {'cond'})
