@@ -11,7 +11,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['is_int', 'check_int', 'check_number', 'check_bool', 'check_choice', 'check_fields', 'shape_str', 'check_tensor',
-           'check_same_shape', 'check_timesteps', 'check_model_t', 'check_model_labels', 'check_groups']
+           'check_same_shape', 'check_timesteps', 'check_model_t', 'check_model_labels', 'check_groups',
+           'check_int_choice', 'check_even', 'check_num_classes', 'check_instance']
 
 # %% ../nbs/90_checks.ipynb #6714816e
 def is_int(v) -> bool:
@@ -128,3 +129,27 @@ def check_groups(ch:int, groups:int, name:str):
         fit = max(g for g in range(1, min(groups, ch) + 1) if ch % g == 0)
         raise ValueError(f"{name}={ch} is not divisible by groups={groups}: use a multiple of {groups} channels, "
                          f"or groups={fit} (the largest divisor of {ch} not above {groups})")
+
+# %% ../nbs/90_checks.ipynb #aa0eb2d2
+def check_int_choice(v, name:str, choices) -> int:
+    "`v` as an int if it is an integer among `choices` (16.0 and True are not), else a ValueError listing them."
+    if not is_int(v) or v not in tuple(choices): raise ValueError(f"{name} must be one of {tuple(choices)}, got {v!r}")
+    return int(v)
+
+def check_even(v, name:str, lo:int=2, why:str='') -> int:
+    "`v` as an int if it is an even integer >= `lo`, else a ValueError naming `name`."
+    if not is_int(v) or v < lo or v % 2: raise ValueError(f"{name} must be an even integer >= {lo}{why}, got {v!r}")
+    return int(v)
+
+# %% ../nbs/90_checks.ipynb #9e3ad705
+def check_num_classes(v) -> int|None:
+    "`v` if it is None (an unconditional model) or an integer >= 1 (classes of a conditional one), else a ValueError."
+    if v is not None and not (is_int(v) and v >= 1):
+        raise ValueError(f"num_classes must be None (unconditional) or an integer >= 1, got {v!r}")
+    return None if v is None else int(v)
+
+# %% ../nbs/90_checks.ipynb #825b7a22
+def check_instance(v, name:str, cls) -> object:
+    "`v` if it is an instance of `cls`, else a ValueError naming `cls` and the type given."
+    if not isinstance(v, cls): raise ValueError(f"{name} must be a {cls.__name__}, got {type(v).__name__}")
+    return v
