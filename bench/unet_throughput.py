@@ -18,7 +18,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 import ddpm_nb.unet as unet
-from ddpm_nb.unet import UNet, UNetConfig, PRESETS, bf16_is_fast
+from ddpm_nb.unet import UNet, UNetConfig, PRESETS
+from ddpm_nb.runtime import bf16_is_fast
 
 
 def diffusers_unet(cfg:UNetConfig):
@@ -43,7 +44,7 @@ class Variant:
     def __init__(self, name, lib, cfg, bf16, batch_size, layout=None, bf16_attention=False, compile=False):
         self.name, self.lib, self.bf16, self.bf16_attention = name, lib, bf16, bf16_attention
         torch.manual_seed(0)
-        self.model = UNet.from_config(replace(cfg, precision='fp32')) if lib == 'ddpm_nb' else diffusers_unet(cfg)
+        self.model = UNet(replace(cfg, precision='fp32')) if lib == 'ddpm_nb' else diffusers_unet(cfg)
         self.params = sum(p.numel() for p in self.model.parameters())
         B, C, S = batch_size, cfg.in_channels, cfg.image_size
         self.x0 = torch.rand(B, C, S, S) * 2 - 1                      # stands in for a batch of images in [-1, 1]
