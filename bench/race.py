@@ -89,11 +89,11 @@ def logged_tail_loss(history, k=20):
 def race_ddpm_nb(ds, minutes, n, seed):
     "ddpm_nb as a user runs it: the Trainer with default settings, then DDIM from its EMA model."
     from ddpm_nb.train import Trainer, TrainConfig
-    from ddpm_nb.samplers import sample
+    from ddpm_nb.samplers import DDIM, sample
     tr = Trainer(TrainConfig(dataset='digits', cond=False, minutes=minutes, seed=seed, sample_every=0, ckpt_every=10**9),
                  out=None, dataset=ds)
     tr.fit(progress=False)
-    x, sample_s = timed_sampling(lambda: sample(tr.ema.model, tr.schedule, n, 'ddim', DDIM_STEPS, seed=seed, progress=False))
+    x, sample_s = timed_sampling(lambda: sample(tr.ema.model, tr.schedule, DDIM(steps=DDIM_STEPS), n, seed=seed, progress=False))
     return dict(params=n_params(tr.model), steps=tr.step, train_s=tr.elapsed, loss=logged_tail_loss(tr.history),
                 x=x, sample_s=sample_s, note=f"precision {tr.precision}")
 

@@ -12,8 +12,8 @@ Targets (issue 5): overhead <= 5 %; DDIM-50 >= 18x faster than DDPM-1000.
 import argparse, datetime, os, platform, statistics, time
 import torch
 from torch import nn
-from ddpm_nb.train import load_pretrained
-from ddpm_nb.samplers import sample
+from ddpm_nb.checkpoint import load_pretrained
+from ddpm_nb.samplers import DDIM, DDPM, sample
 
 
 class TimedNet(nn.Module):
@@ -44,20 +44,20 @@ def main(argv=None):
     uncond, _, _ = load_pretrained('digits-uncond')
     n, shape = a.n, cond.sample_shape
     labels = torch.arange(n) % 10
-    cases = {   # name: (model, sample kwargs)
-        'DDIM 50, unconditional': (uncond, dict(sampler='ddim', steps=50)),
-        'DDIM 50, guided w=3 (2B)': (cond, dict(sampler='ddim', steps=50, labels=labels, guidance=3.)),
-        'DDPM 1000, unconditional': (uncond, dict(sampler='ddpm')),
+    cases = {   # name: (model, sampler, sample kwargs)
+        'DDIM 50, unconditional': (uncond, DDIM(steps=50), {}),
+        'DDIM 50, guided w=3 (2B)': (cond, DDIM(steps=50), dict(labels=labels, guidance=3.)),
+        'DDPM 1000, unconditional': (uncond, DDPM(), {}),
     }
     print(f"{datetime.date.today()} | {platform.processor() or platform.machine()} | torch {torch.__version__}, {torch.get_num_threads()} threads "
           f"| n = {n}, {a.repeats} runs per variant | load avg {' '.join(f'{l:.2f}' for l in os.getloadavg())}")
     res = {}
-    for name, (model, kw) in cases.items():
-        sample(model, sched, n, seed=0, progress=False, **kw)                        # warm-up
+    for name, (model, sampler, kw) in cases.items():
+        sample(model, sched, sampler, n, seed=0, progress=False, **kw)               # warm-up
         runs = []
-        for _ in range(a.repeats if kw['sampler'] == 'ddim' else max(1, a.repeats // 2)):
+        for _ in range(a.repeats if isinstance(sampler, DDIM) else max(1, a.repeats // 2)):
             net = TimedNet(model)
-            total = timed(lambda: sample(net, sched, n, seed=0, progress=False, **kw))
+            total = timed(lambda: sample(net, sched, sampler, n, seed=0, progress=False, **kw))
             runs.append((total, net.seconds, net.calls))
         res[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), runs[0][2],
                      statistics.median(r[0] / r[1] - 1 for r in runs))

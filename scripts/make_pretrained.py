@@ -11,7 +11,7 @@ The shipped files were made on a 2-core CPU with the two models trained side by 
 import argparse, datetime, json, os, platform, subprocess, sys
 from pathlib import Path
 import torch
-from ddpm_nb.train import PRETRAINED_DIR, export_model, load_checkpoint
+from ddpm_nb.checkpoint import PRETRAINED_DIR, export_model, load_checkpoint
 
 MODELS = {'digits-cond': [], 'digits-uncond': ['--no-cond']}
 
@@ -27,7 +27,7 @@ def card_markdown(c:dict) -> str:
             f"- Final training loss (mean of the last 50 steps): {c['final_loss']:.4f}\n- Machine: {c['machine']}\n- Date: {c['date']}\n"
             f"- Parameters: {c['parameters']:,} (the `digits` U-Net preset)\n"
             f"- Weights: EMA (decay {c['config']['ema_decay']}), stored in float16\n\nLoad it with "
-            f"`from ddpm_nb.train import load_pretrained; model, schedule, config = load_pretrained('{c['name']}')`.\n\n"
+            f"`from ddpm_nb.checkpoint import load_pretrained; model, schedule, config = load_pretrained('{c['name']}')`.\n\n"
             f"## Training configuration\n\n| setting | value |\n|---|---|\n{rows}\n")
 
 def main():
