@@ -12,7 +12,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import patch
 from ._checks import check_int, check_num_classes, check_model_t, check_model_labels, shape_str
-from .runtime import JSONConfig
+from .runtime import JSONConfig, ConfiguredModel
 from .embedding import TimeEmbedding, LabelEmbedding
 
 # %% ../nbs/07b_mlp.ipynb #734ce19d
@@ -32,14 +32,12 @@ class MLPConfig(JSONConfig):
         self.num_classes = check_num_classes(self.num_classes)
 
 # %% ../nbs/07b_mlp.ipynb #4bfe2e3a
-class MLPDenoiser(nn.Module):
+class MLPDenoiser(ConfiguredModel, nn.Module):
     "Residual MLP noise predictor shaped by an `MLPConfig`: forward(x (B, dim), t (B,), labels=None) -> ε̂ (B, dim)."
+    Config = MLPConfig
     def __init__(self, config:MLPConfig):
         super().__init__()
-        if not isinstance(config, MLPConfig):
-            raise ValueError(f"config must be an MLPConfig (MLPDenoiser.from_config also takes a dict), "
-                             f"got {type(config).__name__}")
-        c = self.config = config
+        c = self.config = self.check_config(config)
         self.time_emb = TimeEmbedding(c.time_dim, c.hidden)
         self.label_emb = None if c.num_classes is None else LabelEmbedding(c.num_classes, c.hidden)
         self.inp, self.out = nn.Linear(c.dim, c.hidden), nn.Linear(c.hidden, c.dim)
@@ -60,21 +58,6 @@ def forward(self:MLPDenoiser, x:Tensor, t:Tensor, labels:Tensor=None)->Tensor:
     return self.out(F.silu(h))                               # ε̂ = W_out SiLU(h_L)
 
 # %% ../nbs/07b_mlp.ipynb #96fa563c
-@patch(cls_method=True)
-def from_config(cls:MLPDenoiser, cfg:MLPConfig|dict)->MLPDenoiser:
-    "Build an `MLPDenoiser` from an `MLPConfig` or its `to_dict()`."
-    return cls(MLPConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg)
-
-@patch(as_prop=True)
-def num_classes(self:MLPDenoiser):
-    "Number of classes of a class-conditional model, None for an unconditional one."
-    return self.config.num_classes
-
-@patch(as_prop=True)
-def null_label(self:MLPDenoiser):
-    "The label meaning 'no class': `num_classes`, or None for an unconditional model."
-    return self.config.num_classes
-
 @patch(as_prop=True)
 def sample_shape(self:MLPDenoiser)->tuple:
     "Shape of one sample, (dim,): what samplers draw when not told otherwise."

@@ -14,7 +14,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import patch
 from ._checks import check_int, check_num_classes, check_model_t, check_model_labels, is_int, shape_str
-from .runtime import JSONConfig, PRECISIONS, bf16_is_fast
+from .runtime import JSONConfig, ConfiguredModel, PRECISIONS, bf16_is_fast
 from .embedding import TimeEmbedding, LabelEmbedding
 from .resblock import ResBlock
 from .attention import SelfAttention
@@ -186,14 +186,12 @@ def _levels(c:UNetConfig, emb_dim:int)->tuple:
     return down, mid, up
 
 # %% ../nbs/07_unet.ipynb #851a6e81
-class UNet(nn.Module):
+class UNet(ConfiguredModel, nn.Module):
     "Noise-prediction U-Net (Ho et al. 2020) shaped by `config`; forward(x, t, labels=None) -> ε̂ shaped like x."
+    Config = UNetConfig
     def __init__(self, config:UNetConfig):
         super().__init__()
-        if not isinstance(config, UNetConfig):
-            raise ValueError(f"config must be a UNetConfig (UNet.from_config also takes a dict), "
-                             f"got {type(config).__name__}")
-        c, emb_dim = config, 4 * config.base_channels
+        c, emb_dim = self.check_config(config), 4 * config.base_channels
         self.config, self.time_emb = c, TimeEmbedding(c.base_channels, emb_dim)
         self.label_emb = None if c.num_classes is None else LabelEmbedding(c.num_classes, emb_dim)
         self.conv_in = nn.Conv2d(c.in_channels, c.base_channels, 3, padding=1)
@@ -247,25 +245,9 @@ def forward(self:UNet, x:Tensor, t:Tensor, labels:Tensor=None)->Tensor:
     return out.to(x.dtype).contiguous()
 
 # %% ../nbs/07_unet.ipynb #55ab89eb
-@patch(cls_method=True)
-def from_config(cls:UNet, cfg:UNetConfig|dict)->UNet:
-    "Build a `UNet` from a `UNetConfig` or its `to_dict()`."
-    return cls(UNetConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg)
-
 def unet_preset(name:str, **overrides)->UNet:
     "A `UNet` built from the preset `name` of `PRESETS`, with config fields replaced by `overrides`."
     return UNet(UNetConfig.preset(name, **overrides))
-
-# %% ../nbs/07_unet.ipynb #8557f21d
-@patch(as_prop=True)
-def num_classes(self:UNet):
-    "Number of classes of a class-conditional model, None for an unconditional one."
-    return self.config.num_classes
-
-@patch(as_prop=True)
-def null_label(self:UNet):
-    "The label meaning 'no class' (classifier-free guidance): `num_classes`, or None for an unconditional model."
-    return self.config.num_classes
 
 # %% ../nbs/07_unet.ipynb #42305993
 @patch(as_prop=True)
