@@ -71,7 +71,9 @@ PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 def bf16_is_fast(device='cpu') -> bool:
     "Whether `device` computes natively in bfloat16: a CUDA GPU of compute capability >= 8, or an AVX512-BF16/AMX CPU."
-    device = torch.device(device)
+    try: device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be a torch.device or a name such as 'cpu', got {device!r}") from e
     if device.type == 'cuda': return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == 'cpu':
         probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
@@ -96,6 +98,7 @@ def pick_precision(precision:str, device:torch.device, model:nn.Module|None=None
 # %% ../nbs/92_runtime.ipynb #aede7af0
 def autocast(device:torch.device, precision:str):
     "The trainer's autocast context: float16 for 'fp16', nothing otherwise (bfloat16 lives inside the model)."
+    check_choice(precision, 'precision', PRECISIONS)
     return torch.autocast(device.type, dtype=torch.float16, enabled=precision == 'fp16')
 
 # %% ../nbs/92_runtime.ipynb #0ec2dc35

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from ._checks import check_tensor, check_int, shape_str
+from ._checks import check_tensor, check_int, check_choice, shape_str
 
 # %% auto #0
 __all__ = ['OUT_FORMATS', 'to_unit', 'image_grid', 'show_images', 'atomic_write', 'save_grid', 'png_bytes', 'save_gif',
@@ -19,6 +19,7 @@ __all__ = ['OUT_FORMATS', 'to_unit', 'image_grid', 'show_images', 'atomic_write'
 # %% ../nbs/91_viz.ipynb #27955ee0
 def to_unit(x:Tensor) -> Tensor:
     "Images in [-1, 1] as float32 pixels in [0, 1] on the CPU (values outside are clipped)."
+    check_tensor(x, 'x', floating=True)
     return (x.detach().float().cpu().clamp(-1, 1) + 1) / 2
 
 # %% ../nbs/91_viz.ipynb #7e986dd8
@@ -54,6 +55,7 @@ def atomic_write(path, # the file to write
                  mode:str='wb', # 'wb' or 'w'
                 ):
     "Open a temporary file beside `path`; on leaving without an error, fsync it and rename it onto `path`."
+    check_choice(mode, 'mode', ('wb', 'w'))
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
@@ -121,6 +123,9 @@ def _save_fig(fig, path) -> Path:
 
 def save_scatter(x:Tensor, data:Tensor, path) -> Path:
     "Save 2-D samples `x` (N, 2) drawn over the data points `data` as a PNG scatter plot."
+    for v, n in ((x, 'x'), (data, 'data')):
+        if check_tensor(v, n, ndim=2).shape[1] != 2:
+            raise ValueError(f"{n} must be 2-D points (N, 2), got {shape_str(v)}")
     from matplotlib.figure import Figure
     fig = Figure(figsize=(4, 4)); ax = fig.subplots()
     ax.scatter(*data[:2000].T, s=2, c='0.75', label='data'); ax.scatter(*x.T, s=2, c='C0', label='samples')
@@ -132,6 +137,8 @@ def plot_loss(history:list, # log records with 'step' and 'loss'
               path=None, # save the figure there if given
              ):
     "Plot the logged loss (raw and smoothed) against the step; save it to `path` if given; return the Figure."
+    if not history or not all(isinstance(r, dict) and {'step', 'loss'} <= set(r) for r in history):
+        raise ValueError("history must be a non-empty list of records with 'step' and 'loss', as `Trainer.history`")
     from matplotlib.figure import Figure
     fig = Figure(figsize=(6, 3)); ax = fig.subplots()
     steps, loss = [r['step'] for r in history], [r['loss'] for r in history]
@@ -152,6 +159,10 @@ def save_samples(x:Tensor, # samples: images (N, C, H, W) in [-1, 1], or points 
                  frames:list|None=None, # for .gif: the image batches to animate
                 ) -> Path:
     "Write samples to `path` in the format its extension names, atomically."
+    check_tensor(x, 'x', floating=True)
+    if x.ndim not in (2, 4): raise ValueError(f"x must be images (N, C, H, W) or points (N, D), got {shape_str(x)}")
+    if labels is not None and check_tensor(labels, 'labels', integer=True).shape != (len(x),):
+        raise ValueError(f"labels must have shape (N,) = ({len(x)},) or be None, got {shape_str(labels)}")
     ext = Path(path).suffix.lower()
     if ext not in OUT_FORMATS: raise ValueError(f"unknown output format {ext!r} for {path}: use one of {OUT_FORMATS}")
     if ext == '.npz':
