@@ -16,11 +16,11 @@ from fastcore.basics import patch
 from ._checks import check_choice, check_int, check_int_choice
 
 # %% auto #0
-__all__ = ['DATASETS', 'DIGIT_SIZES', 'POINT_SETS', 'POINT_CLASSES', 'MNIST_FILES', 'CIFAR10_FILES', 'TORCHVISION_SETS',
-           'IMG_EXTENSIONS', 'DiffusionDataset', 'resize_images', 'to_unit_range', 'load_dataset',
-           'load_digits_dataset', 'moons', 'swiss_roll', 'gaussians8', 'checkerboard', 'load_points', 'get_dataloader',
-           'data_root', 'DatasetNotAvailableError', 'host_reachable', 'open_torchvision', 'load_torchvision',
-           'image_files', 'load_folder']
+__all__ = ['DATASETS', 'DIGIT_SIZES', 'DIGIT_SPLITS', 'POINT_SETS', 'POINT_CLASSES', 'MNIST_FILES', 'CIFAR10_FILES',
+           'TORCHVISION_SETS', 'IMG_EXTENSIONS', 'DiffusionDataset', 'resize_images', 'to_unit_range', 'load_dataset',
+           'digits_split', 'load_digits_dataset', 'moons', 'swiss_roll', 'gaussians8', 'checkerboard', 'load_points',
+           'get_dataloader', 'data_root', 'DatasetNotAvailableError', 'host_reachable', 'open_torchvision',
+           'load_torchvision', 'image_files', 'load_folder']
 
 # %% ../nbs/01_data.ipynb #aac217fc
 class DiffusionDataset(TensorDataset):
@@ -73,16 +73,32 @@ def load_dataset(name:str='digits', # one of `DATASETS`
     if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     return DATASETS[name](**kwargs)
 
-# %% ../nbs/01_data.ipynb #5a8074ef
-DIGIT_SIZES = (8, 16, 32)
+# %% ../nbs/01_data.ipynb #a92db54f
+def digits_split(y:torch.Tensor,    # the 1,797 labels of scikit-learn's digits, in its order
+                 per_class:int=30,  # test digits of each class
+                 seed:int=0):       # seed of the choice
+    "The fixed stratified split: sorted indices of the training digits and of the `per_class` test digits per class."
+    g, test = torch.Generator().manual_seed(seed), []
+    for c in range(int(y.max()) + 1):
+        of_c = (y == c).nonzero()[:, 0]
+        test.append(of_c[torch.randperm(len(of_c), generator=g)[:per_class]])
+    test = torch.cat(test).sort().values
+    keep = torch.ones(len(y), dtype=torch.bool); keep[test] = False
+    return keep.nonzero()[:, 0], test
 
-def load_digits_dataset(size:int=16): # output height/width: 8, 16 or 32
-    "scikit-learn's 1,797 8×8 handwritten digits, resized to `size` and scaled from 0..16 to [-1, 1]."
+# %% ../nbs/01_data.ipynb #5a8074ef
+DIGIT_SIZES, DIGIT_SPLITS = (8, 16, 32), ('train', 'test', 'all')
+
+def load_digits_dataset(size:int=16,       # output height/width: 8, 16 or 32
+                        split:str='train'): # 'train' (1,497 digits), 'test' (the 300 held out) or 'all' (1,797)
+    "scikit-learn's 8×8 handwritten digits, resized to `size` and scaled from 0..16 to [-1, 1]; one part of `digits_split`."
     from sklearn.datasets import load_digits
     size, d = check_int_choice(size, 'digits: size', DIGIT_SIZES), load_digits()
+    check_choice(split, 'digits: split', DIGIT_SPLITS)
     x = torch.tensor(d.images, dtype=torch.float32)[:, None]  # (1797, 1, 8, 8)
-    x = to_unit_range(resize_images(x, size), 0., 16.)
-    return DiffusionDataset(x, torch.tensor(d.target), 'digits', 'image', [str(i) for i in range(10)])
+    x, y = to_unit_range(resize_images(x, size), 0., 16.), torch.tensor(d.target)
+    if split != 'all': idx = digits_split(y)[DIGIT_SPLITS.index(split)]; x, y = x[idx], y[idx]
+    return DiffusionDataset(x, y, 'digits', 'image', [str(i) for i in range(10)])
 
 DATASETS['digits'] = load_digits_dataset
 
