@@ -27,7 +27,7 @@ from .unet import UNet, UNetConfig
 from .viz import atomic_write, plot_loss, save_grid, save_scatter
 
 # %% auto #0
-__all__ = ['DEFAULT_PRESETS', 'diffusion_loss', 'EMA', 'lr_factor', 'TrainConfig', 'build_model', 'default_lr',
+__all__ = ['DEFAULT_PRESETS', 'PREVIEW_AT', 'diffusion_loss', 'EMA', 'lr_factor', 'TrainConfig', 'build_model', 'default_lr',
            'TrainingDiverged', 'Trainer', 'Callback', 'Logger', 'ProgressBar', 'Checkpointer', 'Previewer',
            'LiveLossPlot', 'StopOnSigint', 'ReplicaCheck']
 
@@ -121,7 +121,7 @@ class TrainConfig(JSONConfig):
     device:str = 'auto'             # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     precision:str = 'auto'          # 'auto', 'fp32', 'bf16', 'fp16' (fp16: CUDA only)
     log_every:int = 10              # steps between log lines
-    sample_every:int|None = None    # steps between preview grids (None: at every fifth of the run; 0: none)
+    sample_every:int|None = None    # steps between preview grids (None: at 1/16, 1/8, 1/4, 1/2 of the run; 0: none)
     ckpt_every:int = 250            # steps between checkpoints (one is always written at the end)
     n_preview:int = 40              # images per preview grid
     preview_steps:int = 50          # DDIM steps for previews
@@ -246,8 +246,8 @@ def progress(self:Trainer) -> float:
 # %% ../nbs/08_training.ipynb #50a6f3de
 @patch
 def train_step(self:Trainer, x:Tensor, y:Tensor) -> float:
-    "One optimizer step on the batch (`x`, `y`); returns the loss."
-    c = self.cfg
+    "One optimizer step on the batch (`x`, `y`); returns the loss. Its wall time is added to `elapsed`."
+    c, start = self.cfg, time.perf_counter()
     lr = c.lr * lr_factor(self.step, self.progress(), c.warmup_steps, c.min_lr_ratio)
     for group in self.opt.param_groups: group['lr'] = lr
     x, y = x.to(self.device, non_blocking=True), (y.to(self.device) if self.num_classes else None)
@@ -264,6 +264,7 @@ def train_step(self:Trainer, x:Tensor, y:Tensor) -> float:
     self.scaler.step(self.opt); self.scaler.update()
     self.ema.update(self.model)
     self.step += 1
+    self.elapsed += time.perf_counter() - start           # the budget counts training only, not previews or logs
     return value
 
 # %% ../nbs/08_training.ipynb #c9b5f566
@@ -343,7 +344,7 @@ class Logger(Callback):
     "Every `log_every` steps (and at the end), a record of the mean loss in `history` and in `out/log.jsonl`."
     order = 10
     def before_fit(self, tr):
-        self.losses, self.t0 = [], time.perf_counter()
+        self.losses, self.t0 = [], tr.elapsed
         if tr.out and tr.is_main: _write_json(tr.out / 'config.json', tr.cfg.to_dict())
     def after_step(self, tr):
         self.losses.append(tr.loss)
@@ -356,9 +357,9 @@ class Logger(Callback):
 @patch
 def log(self:Logger, tr:Trainer):
     "Record the mean loss of the steps since the last record (averaged over the processes)."
-    loss, now = sum(self.losses) / len(self.losses), time.perf_counter()
+    loss, now = sum(self.losses) / len(self.losses), tr.elapsed
     if tr.world > 1: t = torch.tensor([loss], device=tr.device); dist.all_reduce(t); loss = t.item() / tr.world
-    img_per_s = len(self.losses) * tr.cfg.batch_size * tr.world / (now - self.t0)
+    img_per_s = len(self.losses) * tr.cfg.batch_size * tr.world / max(now - self.t0, 1e-9)   # training time only
     rec = {'step': tr.step, 'loss': loss, 'lr': tr.opt.param_groups[0]['lr'], 'img_per_s': img_per_s,
            'elapsed_s': round(tr.elapsed, 2)}
     tr.history.append(rec); self.losses, self.t0 = [], now
@@ -367,11 +368,14 @@ def log(self:Logger, tr:Trainer):
 
 # %% ../nbs/08_training.ipynb #bc00bf78
 class ProgressBar(Callback):
-    "A tqdm bar over the run's steps with the last logged loss, learning rate and images per second."
+    "A tqdm bar over the run's steps (or training seconds, if limited in minutes) with the last loss, lr and images/s."
     order = 20
-    def before_fit(self, tr): self.bar = tqdm(total=tr.cfg.steps, initial=tr.step, unit='step', dynamic_ncols=True)
+    def before_fit(self, tr):
+        unit, total = ('step', tr.cfg.steps) if tr.cfg.steps is not None else ('s', 60 * tr.cfg.minutes)
+        self.bar = tqdm(total=total, initial=self.done(tr), unit=unit, dynamic_ncols=True)
+    def done(self, tr): return tr.step if tr.cfg.steps is not None else round(min(tr.elapsed, 60 * tr.cfg.minutes), 1)
     def after_step(self, tr):
-        self.bar.update(1)
+        self.bar.update(self.done(tr) - self.bar.n)
         if tr.step % tr.cfg.log_every == 0 and tr.history:
             r = tr.history[-1]
             self.bar.set_postfix(loss=f"{r['loss']:.4f}", lr=f"{r['lr']:.2e}", img_s=f"{r['img_per_s']:.0f}")
@@ -387,14 +391,17 @@ class Checkpointer(Callback):
     def after_fit(self, tr): tr.save()
 
 # %% ../nbs/08_training.ipynb #4e4b5aa2
+PREVIEW_AT = (1 / 16, 1 / 8, 1 / 4, 1 / 2)   # fractions of the run previewed when `sample_every` is None
+
 class Previewer(Callback):
-    "EMA samples (`Trainer.preview`) every `sample_every` steps, or at each fifth of the run if None; and at the end."
+    "EMA samples (`Trainer.preview`) every `sample_every` steps, or at the `PREVIEW_AT` fractions if None; at the end."
     order = 40
-    def before_fit(self, tr): self.next = math.floor(tr.progress() * 5 + 1e-9) + 1    # the next fifth to preview
+    def before_fit(self, tr): self.due = [f for f in PREVIEW_AT if f > tr.progress() + 1e-9]
     def after_step(self, tr):
         every = tr.cfg.sample_every
         if every and tr.step % every == 0: tr.preview()
-        elif every is None and self.next < 5 and tr.progress() >= self.next / 5: tr.preview(); self.next += 1
+        elif every is None and self.due and tr.progress() >= self.due[0]:
+            tr.preview(); self.due = [f for f in self.due if f > tr.progress()]
     def after_fit(self, tr):
         done = tr.out is None or (tr.out / f'samples_{tr.step:06d}.png').exists()
         if tr.is_main and tr.cfg.sample_every != 0 and not done: tr.preview()
@@ -452,11 +459,9 @@ def fit(self:Trainer,
     "Train until the run's step or time budget is used up (or step `until`, or a callback stops it)."
     self.cbs = sorted(self._default_callbacks(progress) + list(cbs), key=lambda cb: cb.order)
     self.model.train(); self.stop = False
-    start, elapsed0 = time.perf_counter(), self.elapsed
     try:
         self._callback('before_fit')
         for x, y in self.batches():
-            self.elapsed = elapsed0 + time.perf_counter() - start
             if any_process(self.stop or self._budget_spent(), self.world, self.device): break
             if until is not None and self.step >= until: break
             self.loss = self.train_step(x, y)

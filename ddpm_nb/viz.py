@@ -14,7 +14,7 @@ from ._checks import check_tensor, check_int, check_choice, shape_str
 
 # %% auto #0
 __all__ = ['OUT_FORMATS', 'to_unit', 'image_grid', 'show_images', 'atomic_write', 'save_grid', 'png_bytes', 'save_gif',
-           'save_scatter', 'plot_loss', 'save_samples']
+           'save_scatter', 'smooth_centered', 'plot_loss', 'save_samples']
 
 # %% ../nbs/91_viz.ipynb #27955ee0
 def to_unit(x:Tensor) -> Tensor:
@@ -133,6 +133,11 @@ def save_scatter(x:Tensor, data:Tensor, path) -> Path:
     return _save_fig(fig, path)
 
 # %% ../nbs/91_viz.ipynb #0deacca4
+def smooth_centered(v:list, k:int) -> list:
+    "Each value replaced by the geometric mean of itself and up to `k` neighbours on either side: no lag, no offset."
+    logs = torch.tensor(v, dtype=torch.float64).log()
+    return [logs[max(0, i - k):i + k + 1].mean().exp().item() for i in range(len(v))]
+
 def plot_loss(history:list, # log records with 'step' and 'loss'
               path=None, # save the figure there if given
              ):
@@ -142,9 +147,8 @@ def plot_loss(history:list, # log records with 'step' and 'loss'
     from matplotlib.figure import Figure
     fig = Figure(figsize=(6, 3)); ax = fig.subplots()
     steps, loss = [r['step'] for r in history], [r['loss'] for r in history]
-    smooth, m = [], None
-    for v in loss: m = v if m is None else 0.9 * m + 0.1 * v; smooth.append(m)
-    ax.plot(steps, loss, lw=0.8, alpha=0.4, label='loss'); ax.plot(steps, smooth, label='smoothed')
+    ax.plot(steps, loss, lw=0.8, alpha=0.4, label='loss')
+    ax.plot(steps, smooth_centered(loss, max(1, len(loss) // 40)), label='smoothed (centred window)')
     ax.set(xlabel='step', ylabel='MSE', yscale='log'); ax.legend(); fig.tight_layout()
     if path is not None: _save_fig(fig, path)
     return fig
