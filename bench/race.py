@@ -4,11 +4,12 @@
 
 Needs the bench extra: `pip install -e ".[bench]"` (diffusers, denoising-diffusion-pytorch).
 
-Three contestants train an unconditional ε-prediction model on the `digits` data (1,797 images, 16×16, in [-1, 1]) for
-`--minutes` of training time each, on the CPU, then each draws `--n` samples with 50 DDIM steps (η = 0) from its EMA
-weights. A small digit classifier (`ddpm_nb.metrics`), trained once on 1,297 of the digits, scores all samples alike
-against those 1,297: Fréchet distance and KID in its feature space and a classifier score (see `DigitJudge`); the 500
-held-out real digits give the real-vs-real floor. The table shows, per contestant: parameters, optimizer steps done in
+Three contestants train an unconditional ε-prediction model on the 1,497 training digits (`digits_split`; 16×16, in
+[-1, 1]) for `--minutes` of training time each, on the CPU, then each draws `--n` samples with 50 DDIM steps (η = 0)
+from its EMA weights. The course's judge (`ddpm_nb.judge.digit_judge`, trained on the training digits only) scores
+all samples alike against the 300 test digits that no contestant saw: Fréchet distance and KID in its feature space
+and a classifier score (see `DigitJudge`); `--n` real training digits scored the same way give the real-vs-real
+floor. The table shows, per contestant: parameters, optimizer steps done in
 the budget, training images/s, the training loss (mean of the last 20 steps), sampling seconds, FD, KID and score.
 
 Fairness rules: the budget counts training time only (data batches, forward, backward, optimizer and EMA updates; not
@@ -43,10 +44,9 @@ from importlib.metadata import version, PackageNotFoundError
 import torch
 import torch.nn.functional as F
 from ddpm_nb.data import load_dataset
-from ddpm_nb.metrics import train_digit_classifier, DigitJudge
+from ddpm_nb.metrics import DigitJudge
 
 BATCH, LR, WARMUP, GRAD_CLIP, EMA_DECAY, T, DDIM_STEPS = 128, 1e-3, 50, 1.0, 0.999, 1000, 50
-N_REF = 1297                                  # real digits the judge compares against; the other 500 give the floor
 
 
 def batches(x, seed):
@@ -178,11 +178,9 @@ def check_samples(name, x, n):
     return f"min {x.min():.3f} max {x.max():.3f} mean {x.mean():.3f} std {x.std():.3f}"
 
 
-def build_judge(ds):
-    "The digit classifier judge trained on `N_REF` real digits, and the held-out rest for the real-vs-real floor."
-    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
-    ref_idx, held_idx = perm[:N_REF], perm[N_REF:]
-    return DigitJudge(train_digit_classifier(ds.x[ref_idx], ds.y[ref_idx]), ds.x[ref_idx]), ds.x[held_idx]
+def build_judge():
+    "The course's judge against the 300 test digits."
+    return DigitJudge(load_dataset('digits', split='test').x)
 
 
 def load_avg(): return ' '.join(f'{l:.2f}' for l in os.getloadavg()) if hasattr(os, 'getloadavg') else 'n/a'
@@ -206,18 +204,18 @@ def metrics_cells(m): return f"{m['fd']:.2f} | {1e3 * m['kid']:.2f} ± {1e3 * m[
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--minutes', type=float, default=4.0, help='training time per contestant')
-    p.add_argument('--n', type=int, default=500, help='samples per contestant')
+    p.add_argument('--n', type=int, default=300, help='samples per contestant')
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch default)')
     p.add_argument('--only', nargs='+', choices=list(RACERS), default=list(RACERS), help='run these contestants, in this order')
     p.add_argument('--seed', type=int, default=0, help='seed of weights, batches and sampling noise')
     a = p.parse_args(argv)
     if a.n < 2: p.error('--n must be at least 2 (KID and FD need two samples)')
     if a.threads: torch.set_num_threads(a.threads)
-    ds = load_dataset('digits')
-    judge, held = build_judge(ds)
+    ds = load_dataset('digits', split='train')
+    judge = build_judge()
     print(machine())
     print(f"race: {a.minutes:g} min of training per contestant on digits {tuple(ds.x.shape)}, batch {BATCH}, seed {a.seed}; "
-          f"{a.n} samples each, DDIM {DDIM_STEPS} steps, eta 0; judge: digit classifier, {N_REF} reference digits", flush=True)
+          f"{a.n} samples each, DDIM {DDIM_STEPS} steps, eta 0; judge: digit_judge against the 300 test digits", flush=True)
     results = {}
     for name in dict.fromkeys(a.only):
         r = RACERS[name](ds, a.minutes, a.n, a.seed)
@@ -230,8 +228,9 @@ def main(argv=None):
     for name, r in results.items():
         print(f"| {name} | {r['params']:,} | {r['steps']} | {r['steps'] * BATCH / r['train_s']:.0f} | {r['loss']:.4f} | "
               f"{r['sample_s']:.1f} | {metrics_cells(r)} |")
-    floor = held[:min(a.n, len(held))]
-    print(f"\nreal-vs-real floor ({len(floor)} held-out digits): FD | KID×1e3 | score = {metrics_cells(judge(floor))}")
+    floor = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(a.seed))[:min(a.n, len(ds))]]
+    print(f"\nreal-vs-real floor ({len(floor)} training digits against the test digits): FD | KID×1e3 | score = "
+          f"{metrics_cells(judge(floor))}")
     ranked = sorted(results, key=lambda k: results[k]['fd'])
     others = ', '.join(f"{k} {results[k]['fd']:.2f}" for k in ranked[1:])
     print(f"verdict: lowest FD after {a.minutes:g} min of training each: {ranked[0]} ({results[ranked[0]]['fd']:.2f})"

@@ -6,47 +6,16 @@
 from __future__ import annotations
 import math
 import torch
-from torch import nn, Tensor
+from torch import Tensor
 import torch.nn.functional as F
+from fastcore.basics import patch
 from ._checks import check_int, shape_str
+from .judge import DigitClassifier, digit_judge
 from .viz import to_unit
 
 # %% auto #0
-__all__ = ['DigitClassifier', 'train_digit_classifier', 'sqrtm_psd', 'frechet_distance', 'poly_kernel', 'mmd2_unbiased', 'kid',
-           'classifier_score', 'sliced_wasserstein', 'nearest', 'DigitJudge', 'MetricUnavailable', 'inception_fd']
-
-# %% ../nbs/12_evaluation.ipynb #9c1047f3
-class DigitClassifier(nn.Module):
-    "A small CNN for 16×16 grey digits in [-1, 1]: two conv blocks, a `feat_dim` feature layer, class logits."
-    def __init__(self, width:int=16, feat_dim:int=64, num_classes:int=10):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
-                                  nn.Conv2d(width, 2 * width, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2), nn.Flatten(),
-                                  nn.Linear(2 * width * 16, feat_dim), nn.SiLU())
-        self.head = nn.Linear(feat_dim, num_classes)
-
-    def features(self, x:Tensor) -> Tensor:
-        "Feature vectors (N, feat_dim) of images x (N, 1, 16, 16)."
-        if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 16, 16):
-            raise ValueError(f"expected 16×16 grey images (N, 1, 16, 16) in [-1, 1], got {shape_str(x)}")
-        return self.body(x.float())
-
-    def forward(self, x:Tensor) -> Tensor: return self.head(self.features(x))
-
-# %% ../nbs/12_evaluation.ipynb #247056f6
-def train_digit_classifier(x:Tensor, y:Tensor, epochs:int=15, batch_size:int=128, lr:float=3e-3,
-                           seed:int=0) -> DigitClassifier:
-    "Train a `DigitClassifier` on images `x` (N, 1, 16, 16), labels `y`, with random ±1-pixel shifts (in eval mode)."
-    g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
-    m = DigitClassifier()
-    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * math.ceil(len(x) / batch_size))
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=g).split(batch_size):
-            dy, dx = torch.randint(-1, 2, (2,), generator=g).tolist()
-            loss = F.cross_entropy(m(torch.roll(x[idx], (dy, dx), (2, 3))), y[idx])
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    return m.eval()
+__all__ = ['sqrtm_psd', 'frechet_distance', 'poly_kernel', 'mmd2_unbiased', 'kid', 'classifier_score', 'sliced_wasserstein',
+           'nearest', 'DigitJudge', 'over_runs', 'memorisation', 'MetricUnavailable', 'inception_fd']
 
 # %% ../nbs/12_evaluation.ipynb #c147c7fc
 def _check_feats(f1, f2):
@@ -121,11 +90,11 @@ def nearest(x:Tensor, ref:Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"x and ref must be batches of the same item shape, got {shape_str(x)} and {shape_str(ref)}")
     return torch.cdist(x.flatten(1).double(), ref.flatten(1).double()).min(1)
 
-# %% ../nbs/12_evaluation.ipynb #cb314f11
+# %% ../nbs/12_evaluation.ipynb #7f6675b1
 class DigitJudge:
-    "Scores sets of generated 16×16 digits against a reference set of real ones, in a `DigitClassifier`'s features."
-    def __init__(self, classifier:DigitClassifier, ref:Tensor):
-        self.clf, self.ref = classifier.eval(), ref
+    "Scores sets of 16×16 digits against reference digits `ref`, in the features of `digit_judge` (or `classifier`)."
+    def __init__(self, ref:Tensor, classifier:DigitClassifier|None=None):
+        self.clf, self.ref = (classifier or digit_judge()).eval(), ref
         f, _ = self.embed(ref, scale=1.)
         self.scale = f.pow(2).mean().sqrt().item()               # features / scale have unit RMS on the reference set
         self.ref_feats = f / self.scale
@@ -133,17 +102,36 @@ class DigitJudge:
     @torch.no_grad()
     def embed(self, x:Tensor, scale:float|None=None, batch_size:int=500) -> tuple[Tensor, Tensor]:
         "Scaled features (N, D) and class probabilities (N, K) of images `x`, in float64."
-        fs = torch.cat([self.clf.features(b) for b in x.split(batch_size)])
+        fs = torch.cat([self.clf.features(b) for b in x.float().cpu().split(batch_size)])
         return fs.double() / (self.scale if scale is None else scale), F.softmax(self.clf.head(fs), -1).double()
 
-    def __call__(self, x:Tensor, labels:Tensor|None=None) -> dict:
-        "FD, KID (and its std), classifier score, accuracy against `labels` if given, mean nearest-reference distance."
-        f, p = self.embed(x)
-        k, k_sd = kid(f, self.ref_feats)
-        out = dict(n=len(x), fd=frechet_distance(f, self.ref_feats), kid=k, kid_std=k_sd, score=classifier_score(p),
-                   nn_dist=nearest(x, self.ref)[0].mean().item())
-        if labels is not None: out['accuracy'] = (p.argmax(1) == labels.to(p.device)).double().mean().item()
-        return out
+# %% ../nbs/12_evaluation.ipynb #fa83c3fd
+@patch
+def __call__(self:DigitJudge, x:Tensor, labels:Tensor|None=None) -> dict:
+    "FD, KID (and its std), classifier score and confidence of images `x`; with `labels`, the fraction recognised."
+    f, p = self.embed(x)
+    k, k_sd = kid(f, self.ref_feats)
+    out = dict(n=len(x), fd=frechet_distance(f, self.ref_feats), kid=k, kid_std=k_sd, score=classifier_score(p),
+               confidence=p.max(1).values.mean().item())
+    if labels is not None: out['recognised'] = (p.argmax(1) == labels.cpu()).double().mean().item()
+    return out
+
+# %% ../nbs/12_evaluation.ipynb #957cae08
+def over_runs(runs:list[dict]) -> dict:
+    "Mean of each numeric measure over repeated runs (dicts with the same keys), and its standard deviation as `<key>_sd`."
+    if len(runs) < 2: raise ValueError(f"error bars need at least 2 runs, got {len(runs)}")
+    out = {}
+    for k in runs[0]:
+        v = torch.tensor([float(r[k]) for r in runs], dtype=torch.float64)
+        out[k], out[f'{k}_sd'] = v.mean().item(), v.std().item()
+    return out
+
+# %% ../nbs/12_evaluation.ipynb #0f9808f2
+def memorisation(x:Tensor, train:Tensor, test:Tensor) -> dict:
+    "How close images `x` sit to the `train` images, measured against how close the new `test` images sit to them."
+    d_x, d_test = nearest(x, train)[0], nearest(test, train)[0]
+    near = d_test.quantile(0.05)                        # 95 % of new real digits are farther than this
+    return dict(copied=(d_x < near).double().mean().item(), median_ratio=(d_x.median() / d_test.median()).item())
 
 # %% ../nbs/12_evaluation.ipynb #ce735573
 class MetricUnavailable(RuntimeError):
