@@ -18,14 +18,14 @@ def sinusoidal_embedding(
     dim:int,               # embedding size: even, >= 2
     max_period:float=10_000, # P: the slowest frequency is P**(-(dim/2-1)/(dim/2))
 )->Tensor:                 # (B, dim) float32: [cos(w_i t) | sin(w_i t)], w_i = P**(-i/(dim/2))
-    "Transformer-style sinusoidal embedding of timesteps `t`, cosines first, then sines."
+    "Sinusoidal embedding of timesteps `t` (improved-diffusion's convention): cosines first, then sines."
     if not isinstance(t, Tensor) or t.ndim != 1:
         raise ValueError(f"t must be a torch.Tensor of shape (B,), got {shape_str(t)}")
     h = check_even(dim, 'dim', why=' (half cosines, half sines)') // 2
     i = torch.arange(h, device=t.device, dtype=torch.float32)
     w = torch.exp(i * (-math.log(max_period) / h))    # ω_i = P^(-i/h)
     wt = t.float()[:, None] * w                       # ω_i t, shape (B, h)
-    return torch.cat([wt.cos(), wt.sin()], dim=1)     # [cos ω_i t | sin ω_i t]   (Vaswani et al. 2017, Sec. 3.5)
+    return torch.cat([wt.cos(), wt.sin()], dim=1)     # [cos ω_i t | sin ω_i t]   (Nichol & Dhariwal 2021)
 
 # %% ../nbs/04_time_embedding.ipynb #d0fb3fe0
 class TimeEmbedding(nn.Module):
