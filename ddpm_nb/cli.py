@@ -15,7 +15,7 @@ from fastcore.script import Param, anno_parser, bool_arg
 from .checkpoint import CheckpointError, load_for_sampling
 from .data import DatasetNotAvailableError
 from .runtime import pick_device
-from .samplers import Trajectory, make_sampler, sample
+from .samplers import DEFAULT_GUIDANCE, Trajectory, make_sampler, sample
 from .train import Trainer, TrainConfig, TrainingDiverged
 from .viz import OUT_FORMATS, save_samples
 
@@ -146,7 +146,7 @@ def ddpm_nb_sample(
     sampler:str='ddim',        # ddim | ddpm
     steps:int=None,            # DDIM steps (default 50); DDPM always takes all T
     eta:float=0.0,             # DDIM noise: 0 deterministic, 1 as much as DDPM
-    guidance:float=None,       # classifier-free guidance weight w (default 3 for a class-conditional model)
+    guidance:float=None,       # classifier-free guidance weight w (default: ddpm_nb.samplers.DEFAULT_GUIDANCE if class-conditional)
     labels:str=None,           # 'all' (classes in turn; the default) or a comma list such as 3 or 0,1,2
     seed:int=0,                # random seed
     out:str='samples.png',     # .png grid | .npz arrays | .gif animation of the reverse process
@@ -156,7 +156,7 @@ def ddpm_nb_sample(
     _check_out(out)
     model, schedule, _ = load_for_sampling(ckpt, pick_device(device))
     how, k = make_sampler(sampler, steps, eta, T=schedule.T), getattr(model, 'num_classes', None)
-    y, w = parse_labels(labels, n, k), guidance if guidance is not None else 3.0 if k is not None else 1.0
+    y, w = parse_labels(labels, n, k), guidance if guidance is not None else DEFAULT_GUIDANCE if k is not None else 1.0
     traj, start = Trajectory() if Path(out).suffix.lower() == '.gif' else None, time.perf_counter()
     x = sample(model, schedule, how, n, labels=y, guidance=w, seed=seed, callback=traj)
     nrow = k if k is not None and labels in (None, '', 'all') else 8

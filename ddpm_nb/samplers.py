@@ -15,7 +15,7 @@ from ._checks import (is_int, check_int, check_number, check_bool, check_choice,
                              shape_str)
 
 # %% auto #0
-__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'SAMPLERS', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
+__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
 
 # %% ../nbs/09_ddpm_sampler.ipynb #84b366e3
 _COEF_NAMES = ('betas', 'alpha_bars', 'posterior_variance', 'posterior_mean_coef1', 'posterior_mean_coef2',
@@ -224,7 +224,7 @@ def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
                guidance:float=1., # w: 1 = conditional, 0 = unconditional, > 1 = stronger class
                null_label:int|None=None, # the label that means "no class" (needed when guidance != 1)
               ) -> Tensor: # eps_u + w (eps_c - eps_u), shaped like x_t
-    "Classifier-free guidance (Ho & Salimans 2021) with one model call: a batch of 2B when `guidance` != 1, else B."
+    "Classifier-free guidance (Ho & Salimans 2022) with one model call: a batch of 2B when `guidance` != 1, else B."
     if guidance == 1: return _check_eps(model(x_t, t, labels), x_t)
     if labels is None or null_label is None:
         raise ValueError(f"guidance = {guidance} != 1 needs labels and a null label "
@@ -234,7 +234,7 @@ def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
         raise ValueError(f"the model must return a tensor shaped like its input {(2 * len(x_t), *x_t.shape[1:])}, "
                          f"got {shape_str(out)}")
     eps_c, eps_u = out.chunk(2)
-    return eps_u + guidance * (eps_c - eps_u)                       # Ho & Salimans (2021), Eq. 6 with w = 1 + w'
+    return eps_u + guidance * (eps_c - eps_u)                       # Ho & Salimans (2022), Eq. 6 with w = 1 + w'
 
 # %% ../nbs/11_guidance.ipynb #31f29658
 def sample(model, # noise predictor: eps = model(x_t, t, labels), t a LongTensor (B,)
@@ -358,6 +358,7 @@ class Trajectory:
 
 # %% ../nbs/11_guidance.ipynb #c62d54cc
 SAMPLERS = ('ddim', 'ddpm')
+DEFAULT_GUIDANCE = 1.5   # w for a class-conditional model when none is given: chosen by measurement in lesson 12
 
 def make_sampler(name:str, # 'ddim' or 'ddpm' (see `SAMPLERS`)
                  steps:int|None=None, # DDIM steps (default 50, at most T); DDPM always takes all T

@@ -15,7 +15,7 @@ try:
 except ImportError as e:
     raise ImportError(f"ddpm_nb.serve needs FastAPI: pip install -e '.[serve]' (or fastapi uvicorn); {e}") from e
 from .schedules import NoiseSchedule
-from .samplers import SAMPLERS, make_sampler, sample
+from .samplers import DEFAULT_GUIDANCE, SAMPLERS, make_sampler, sample
 from .viz import png_bytes
 
 # %% auto #0
@@ -31,7 +31,7 @@ class SampleRequest(BaseModel):
     n: int = Field(8, ge=1, le=MAX_N, description='number of images')
     label: int | None = Field(None, ge=0, description='class of every image; default: the classes in turn')
     guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE,
-                                   description='classifier-free guidance w; default 3 (conditional), 1 (unconditional)')
+                                   description=f'classifier-free guidance w; default {DEFAULT_GUIDANCE:g} (conditional), 1 (unconditional)')
     sampler: Literal[SAMPLERS] = Field('ddim', description='ddim, or ddpm (all T steps)')
     steps: int = Field(50, ge=1, description='DDIM steps, at most T (ignored by ddpm)')
     eta: float = Field(0.0, ge=0, le=1, description='DDIM noise: 0 deterministic, 1 as much as DDPM')
@@ -46,7 +46,7 @@ def request_labels(r:SampleRequest, num_classes:int|None) -> tuple[Tensor|None, 
     "The labels (None for an unconditional model) and the guidance weight `r` stands for."
     if num_classes is None: return None, 1.0 if r.guidance is None else r.guidance
     labels = torch.full((r.n,), r.label) if r.label is not None else torch.arange(r.n) % num_classes
-    return labels, 3.0 if r.guidance is None else r.guidance
+    return labels, DEFAULT_GUIDANCE if r.guidance is None else r.guidance
 
 # %% ../nbs/13_serve.ipynb #f8187172
 def _invalid(field:str, msg:str) -> JSONResponse:
