@@ -102,7 +102,7 @@ def ddpm_nb_train(
     try:
         trainer = _resumed_run(resume, out, given) if resume else _new_run(out, given)
         if trainer.is_main: print('ddpm_nb_train:', trainer.describe())
-        trainer.fit()
+        trainer.fit(progress=sys.stderr.isatty())      # a bar in a terminal, not in logs or notebooks
         if trainer.is_main:
             print(f"done: step {trainer.step}, {trainer.elapsed / 60:.1f} min; run folder {trainer.out}")
     finally:
@@ -146,7 +146,7 @@ def ddpm_nb_sample(
     sampler:str='ddim',        # ddim | ddpm
     steps:int=None,            # DDIM steps (default 50); DDPM always takes all T
     eta:float=0.0,             # DDIM noise: 0 deterministic, 1 as much as DDPM
-    guidance:float=None,       # classifier-free guidance weight w (default: ddpm_nb.samplers.DEFAULT_GUIDANCE if class-conditional)
+    guidance:float=None,       # classifier-free guidance weight w (default: DEFAULT_GUIDANCE if class-conditional)
     labels:str=None,           # 'all' (classes in turn; the default) or a comma list such as 3 or 0,1,2
     seed:int=0,                # random seed
     out:str='samples.png',     # .png grid | .npz arrays | .gif animation of the reverse process
@@ -158,7 +158,7 @@ def ddpm_nb_sample(
     how, k = make_sampler(sampler, steps, eta, T=schedule.T), getattr(model, 'num_classes', None)
     y, w = parse_labels(labels, n, k), guidance if guidance is not None else DEFAULT_GUIDANCE if k is not None else 1.0
     traj, start = Trajectory() if Path(out).suffix.lower() == '.gif' else None, time.perf_counter()
-    x = sample(model, schedule, how, n, labels=y, guidance=w, seed=seed, callback=traj)
+    x = sample(model, schedule, how, n, labels=y, guidance=w, seed=seed, callback=traj, progress=sys.stderr.isatty())
     nrow = k if k is not None and labels in (None, '', 'all') else 8
     path = save_samples(x, y, out, nrow=nrow, frames=None if traj is None else traj.x_t)
     secs = time.perf_counter() - start

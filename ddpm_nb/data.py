@@ -91,7 +91,7 @@ DIGIT_SIZES, DIGIT_SPLITS = (8, 16, 32), ('train', 'test', 'all')
 
 def load_digits_dataset(size:int=16,       # output height/width: 8, 16 or 32
                         split:str='train'): # 'train' (1,497 digits), 'test' (the 300 held out) or 'all' (1,797)
-    "scikit-learn's 8×8 handwritten digits, resized to `size` and scaled from 0..16 to [-1, 1]; one part of `digits_split`."
+    "scikit-learn's 8×8 digits, resized to `size`, scaled from 0..16 to [-1, 1]; one part of `digits_split`."
     from sklearn.datasets import load_digits
     size, d = check_int_choice(size, 'digits: size', DIGIT_SIZES), load_digits()
     check_choice(split, 'digits: split', DIGIT_SPLITS)

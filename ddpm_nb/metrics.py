@@ -25,7 +25,7 @@ def _check_feats(f1, f2):
     if f1.shape[1] != f2.shape[1]: raise ValueError(f"feature sizes differ: f1 has {f1.shape[1]}, f2 has {f2.shape[1]}")
 
 def sqrtm_psd(a:Tensor) -> Tensor:
-    "Square root V Λ^½ Vᵀ of a symmetric positive semi-definite matrix (rounding-error negative eigenvalues set to 0)."
+    "Square root V Λ^½ Vᵀ of a symmetric positive semi-definite matrix (negative rounding errors set to 0)."
     w, v = torch.linalg.eigh(a)
     return (v * w.clamp(min=0).sqrt()) @ v.T
 
@@ -118,7 +118,7 @@ def __call__(self:DigitJudge, x:Tensor, labels:Tensor|None=None) -> dict:
 
 # %% ../nbs/12_evaluation.ipynb #957cae08
 def over_runs(runs:list[dict]) -> dict:
-    "Mean of each numeric measure over repeated runs (dicts with the same keys), and its standard deviation as `<key>_sd`."
+    "Mean and standard deviation (as `<key>_sd`) of each measure over repeated runs (dicts with the same keys)."
     if len(runs) < 2: raise ValueError(f"error bars need at least 2 runs, got {len(runs)}")
     out = {}
     for k in runs[0]:

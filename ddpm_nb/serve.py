@@ -31,7 +31,7 @@ class SampleRequest(BaseModel):
     n: int = Field(8, ge=1, le=MAX_N, description='number of images')
     label: int | None = Field(None, ge=0, description='class of every image; default: the classes in turn')
     guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE,
-                                   description=f'classifier-free guidance w; default {DEFAULT_GUIDANCE:g} (conditional), 1 (unconditional)')
+                                   description=f'guidance w; default {DEFAULT_GUIDANCE:g} if conditional, else 1')
     sampler: Literal[SAMPLERS] = Field('ddim', description='ddim, or ddpm (all T steps)')
     steps: int = Field(50, ge=1, description='DDIM steps, at most T (ignored by ddpm)')
     eta: float = Field(0.0, ge=0, le=1, description='DDIM noise: 0 deterministic, 1 as much as DDPM')
