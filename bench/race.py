@@ -1,6 +1,7 @@
 """Equal-budget race: ddpm_nb, diffusers and denoising-diffusion-pytorch each train an unconditional digit model for the same time.
 
-    python bench/race.py [--minutes 4] [--n 500] [--threads N] [--only ddpm_nb diffusers lucidrains] [--seed 0]
+    python bench/race.py [--minutes 4] [--n 300] [--threads N] [--only ddpm_nb diffusers lucidrains] [--seed 0]
+                         [--precision fp32|bf16]
 
 Needs the bench extra: `pip install -e ".[bench]"` (diffusers, denoising-diffusion-pytorch).
 
@@ -17,25 +18,26 @@ model construction, sampling or scoring); the contestants run one after the othe
 same number of torch threads (`--threads`, default torch's); all use batch 128, peak learning rate 1e-3 with a 50-step
 linear warm-up, gradient-norm clipping at 1, an EMA of decay 0.999 updated every step (with its library's own warm-up
 of the decay), T = 1000 with Ho et al.'s linear betas 1e-4..0.02, models of about 1.63 M parameters, and the same
-seed for weights, batches and sampling noise. Each library otherwise keeps its own defaults, as a user would get them:
+seed for weights, batches and sampling noise, and one precision (`--precision`, fp32 by default): in bf16 each
+contestant's forward passes and losses run under CPU bfloat16 autocast, training and sampling alike (ddpm_nb's U-Net
+does that inside its forward, the others get a `torch.autocast` around their forward and loss). Each library otherwise
+keeps its own defaults, as a user would get them:
 
 - ddpm_nb: `Trainer(TrainConfig(dataset='digits', cond=False, minutes=...))` with everything else default: the `digits`
   U-Net preset (1.63 M), AdamW (fused), cosine decay of the learning rate over the time budget to 0.1 of the peak, EMA
-  warm-up min(0.999, (1+n)/(10+n)), and, on a CPU with native bfloat16, bf16 autocast inside the model (fp32 otherwise).
+  warm-up min(0.999, (1+n)/(10+n)), and the race's precision (`TrainConfig(precision=...)`).
 - diffusers: `UNet2DModel` laid out like diffusers' unconditional training example (`train_unconditional.py`), scaled
   down to 16×16: two ResNet layers per block, attention at the next-to-lowest resolution and in the middle block, and
   block_out_channels (32, 64, 64) to reach the same size (other settings default, e.g. 32 GroupNorm groups); the
   example's training loop (`DDPMScheduler.add_noise`, ε MSE), its AdamW settings (betas 0.95/0.999, weight decay 1e-6)
-  with `get_constant_schedule_with_warmup`, its `EMAModel` (default decay warm-up (1+n)/(10+n)); fp32, as diffusers
-  runs by default. Sampling: `DDIMScheduler` (set_timesteps(50), η = 0, its default clipping of x0 to [-1, 1]).
+  with `get_constant_schedule_with_warmup`, its `EMAModel` (default decay warm-up (1+n)/(10+n)). Sampling: `DDIMScheduler` (set_timesteps(50), η = 0, its default clipping of x0 to [-1, 1]).
 - lucidrains (denoising-diffusion-pytorch): `Unet(dim=24, dim_mults=(1, 2, 4), channels=1)` (its default layout: two
   ResNet blocks per level, linear attention on the outer levels, full attention on the innermost level and in the
   middle), `GaussianDiffusion(objective='pred_noise', beta_schedule='linear', sampling_timesteps=50)`, trained with
   its own loss `diffusion(x)` on images in [0, 1] (it normalises to [-1, 1] itself; samples are mapped back). Its
   `Trainer` wants image folders and accelerate, so a small loop stands in for it with the Trainer's choices where the
   race has no common setting: betas 0.9/0.99 and no weight decay (so AdamW is its Adam), gradient clipping at 1,
-  `ema_pytorch.EMA` with its default warm-up (weights copied for 100 steps, then decay 1 - (1+n)^(-2/3)), fp32 (amp
-  off by default). The race's common settings replace the Trainer's lr 1e-4 without warm-up and EMA beta 0.995 every
+  `ema_pytorch.EMA` with its default warm-up (weights copied for 100 steps, then decay 1 - (1+n)^(-2/3)). The race's common settings replace the Trainer's lr 1e-4 without warm-up and EMA beta 0.995 every
   10 steps, which are meant for much longer runs. Sampling: `diffusion.sample` from the EMA copy, its own 50-step DDIM
   (x0 clipped); it shows a tqdm bar on stderr that cannot be turned off.
 """
@@ -86,11 +88,17 @@ def logged_tail_loss(history, k=20):
     return total / steps
 
 
-def race_ddpm_nb(ds, minutes, n, seed):
+def bf16_autocast(precision):
+    "bfloat16 autocast on the CPU when the race runs in bf16, nothing in fp32: the same for the libraries without their own."
+    return torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bf16')
+
+
+def race_ddpm_nb(ds, minutes, n, seed, precision):
     "ddpm_nb as a user runs it: the Trainer with default settings, then DDIM from its EMA model."
     from ddpm_nb.train import Trainer, TrainConfig
     from ddpm_nb.samplers import DDIM, sample
-    tr = Trainer(TrainConfig(dataset='digits', cond=False, minutes=minutes, seed=seed, sample_every=0, ckpt_every=10**9),
+    tr = Trainer(TrainConfig(dataset='digits', cond=False, minutes=minutes, seed=seed, sample_every=0, ckpt_every=10**9,
+                             precision=precision),
                  out=None, dataset=ds)
     tr.fit(progress=False)
     x, sample_s = timed_sampling(lambda: sample(tr.ema.model, tr.schedule, DDIM(steps=DDIM_STEPS), n, seed=seed, progress=False))
@@ -98,7 +106,7 @@ def race_ddpm_nb(ds, minutes, n, seed):
                 x=x, sample_s=sample_s, note=f"precision {tr.precision}")
 
 
-def race_diffusers(ds, minutes, n, seed):
+def race_diffusers(ds, minutes, n, seed, precision):
     "diffusers' UNet2DModel with the training loop of its unconditional example, then DDIMScheduler from the EMA weights."
     from diffusers import UNet2DModel, DDPMScheduler, DDIMScheduler
     from diffusers.optimization import get_constant_schedule_with_warmup
@@ -116,7 +124,8 @@ def race_diffusers(ds, minutes, n, seed):
     def step():
         x0 = next(data)
         noise, t = torch.randn(x0.shape, generator=g), torch.randint(0, T, (len(x0),), generator=g)
-        loss = F.mse_loss(model(noise_scheduler.add_noise(x0, noise, t), t).sample, noise)
+        with bf16_autocast(precision): eps = model(noise_scheduler.add_noise(x0, noise, t), t).sample
+        loss = F.mse_loss(eps.float(), noise)
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step(); lr_scheduler.step(); ema.step(model.parameters())
@@ -131,15 +140,17 @@ def race_diffusers(ds, minutes, n, seed):
     @torch.no_grad()
     def draw():
         x = torch.randn((n, 1, 16, 16), generator=torch.Generator().manual_seed(seed))
-        for t in ddim.timesteps: x = ddim.step(model(x, t).sample, t, x, eta=0.0).prev_sample
+        for t in ddim.timesteps:
+            with bf16_autocast(precision): eps = model(x, t).sample.float()
+            x = ddim.step(eps, t, x, eta=0.0).prev_sample
         return x
 
     x, sample_s = timed_sampling(draw)
     return dict(params=n_params(model), steps=len(losses), train_s=train_s, loss=tail_mean(losses),
-                x=x, sample_s=sample_s, note='fp32')
+                x=x, sample_s=sample_s, note=f'precision {precision}')
 
 
-def race_lucidrains(ds, minutes, n, seed):
+def race_lucidrains(ds, minutes, n, seed, precision):
     "denoising-diffusion-pytorch's Unet and GaussianDiffusion with its own loss, then its DDIM sampler from the EMA copy."
     from denoising_diffusion_pytorch import Unet, GaussianDiffusion
     from ema_pytorch import EMA
@@ -153,7 +164,7 @@ def race_lucidrains(ds, minutes, n, seed):
     data = batches((ds.x + 1) / 2, seed)      # it expects images in [0, 1]
 
     def step():
-        loss = diffusion(next(data))
+        with bf16_autocast(precision): loss = diffusion(next(data)).float()
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(diffusion.parameters(), GRAD_CLIP)
         opt.step(); warmup.step(); ema.update()
@@ -162,9 +173,11 @@ def race_lucidrains(ds, minutes, n, seed):
     diffusion.train()
     losses, train_s = train_for(60 * minutes, step)
     torch.manual_seed(seed)                   # its sampling noise comes from the global generator too
-    x, sample_s = timed_sampling(lambda: ema.ema_model.sample(batch_size=n) * 2 - 1)
+    def draw():
+        with bf16_autocast(precision): return ema.ema_model.sample(batch_size=n).float() * 2 - 1
+    x, sample_s = timed_sampling(draw)
     return dict(params=n_params(unet), steps=len(losses), train_s=train_s, loss=tail_mean(losses),
-                x=x, sample_s=sample_s, note='fp32')
+                x=x, sample_s=sample_s, note=f'precision {precision}')
 
 
 RACERS = {'ddpm_nb': race_ddpm_nb, 'diffusers': race_diffusers, 'lucidrains': race_lucidrains}
@@ -193,7 +206,9 @@ def machine():
     def ver(pkg):
         try: return version(pkg)
         except PackageNotFoundError: return 'not installed'
-    return (f"{datetime.datetime.now():%Y-%m-%d %H:%M} | {cpu} | {cores} cores usable | torch {torch.__version__}, "
+    info = open('/proc/cpuinfo').read().split() if os.path.exists('/proc/cpuinfo') else []
+    flags = ', '.join(f for f in ('avx512_bf16', 'amx_bf16') if f in info) or 'none'
+    return (f"{datetime.datetime.now():%Y-%m-%d %H:%M} | {cpu} (bf16 flags: {flags}) | {cores} cores usable | torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads | diffusers {ver('diffusers')} | denoising-diffusion-pytorch "
             f"{ver('denoising-diffusion-pytorch')} | python {platform.python_version()} | load avg {load_avg()}")
 
@@ -208,6 +223,8 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch default)')
     p.add_argument('--only', nargs='+', choices=list(RACERS), default=list(RACERS), help='run these contestants, in this order')
     p.add_argument('--seed', type=int, default=0, help='seed of weights, batches and sampling noise')
+    p.add_argument('--precision', default='fp32', choices=['fp32', 'bf16'],
+                   help='one precision for every contestant (bf16: autocast on the CPU; fast only with AVX512-BF16/AMX)')
     a = p.parse_args(argv)
     if a.n < 2: p.error('--n must be at least 2 (KID and FD need two samples)')
     if a.threads: torch.set_num_threads(a.threads)
@@ -218,15 +235,16 @@ def main(argv=None):
           f"{a.n} samples each, DDIM {DDIM_STEPS} steps, eta 0; judge: digit_judge against the 300 test digits", flush=True)
     results = {}
     for name in dict.fromkeys(a.only):
-        r = RACERS[name](ds, a.minutes, a.n, a.seed)
+        r = RACERS[name](ds, a.minutes, a.n, a.seed, a.precision)
         stats = check_samples(name, r['x'], a.n)
         r.update(judge(r['x']))
         results[name] = r
         print(f"{name} ({r['note']}): {r['steps']} steps in {r['train_s']:.1f} s, sampled in {r['sample_s']:.1f} s; samples {stats}", flush=True)
-    print("\n| contestant | params | steps | img/s | loss | sample s | FD | KID×1e3 | score |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\n{machine()} | precision {a.precision} for every contestant")
+    print("\n| contestant | precision | params | steps | img/s | loss | sample s | FD | KID×1e3 | score |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {name} | {r['params']:,} | {r['steps']} | {r['steps'] * BATCH / r['train_s']:.0f} | {r['loss']:.4f} | "
+        print(f"| {name} | {r['note'].removeprefix('precision ')} | {r['params']:,} | {r['steps']} | {r['steps'] * BATCH / r['train_s']:.0f} | {r['loss']:.4f} | "
               f"{r['sample_s']:.1f} | {metrics_cells(r)} |")
     floor = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(a.seed))[:min(a.n, len(ds))]]
     print(f"\nreal-vs-real floor ({len(floor)} training digits against the test digits): FD | KID×1e3 | score = "
