@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset, RandomSampler, SequentialSampler, BatchSampler
 from fastcore.basics import patch
-from ._checks import check_choice, check_int, check_int_choice
+from ._checks import check_choice, check_int, check_int_choice, shape_str
 
 # %% auto #0
 __all__ = ['DATASETS', 'DIGIT_SIZES', 'DIGIT_SPLITS', 'POINT_SETS', 'POINT_CLASSES', 'MNIST_FILES', 'CIFAR10_FILES',
@@ -78,6 +78,9 @@ def digits_split(y:torch.Tensor,    # the 1,797 labels of scikit-learn's digits,
                  per_class:int=30,  # test digits of each class
                  seed:int=0):       # seed of the choice
     "The fixed stratified split: sorted indices of the training digits and of the `per_class` test digits per class."
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.dtype.is_floating_point or len(y) == 0:
+        raise ValueError(f"y must be a 1-D tensor of integer labels, got {shape_str(y)}")
+    check_int(per_class, 'per_class', lo=1, hi=int(y.bincount().min()) - 1, why=' (each class keeps a training digit)')
     g, test = torch.Generator().manual_seed(seed), []
     for c in range(int(y.max()) + 1):
         of_c = (y == c).nonzero()[:, 0]

@@ -135,6 +135,8 @@ def save_scatter(x:Tensor, data:Tensor, path) -> Path:
 # %% ../nbs/91_viz.ipynb #0deacca4
 def smooth_centered(v:list, k:int) -> list:
     "Each value replaced by the geometric mean of itself and up to `k` neighbours on either side: no lag, no offset."
+    check_int(k, 'k', lo=0)
+    if len(v) == 0 or min(v) <= 0: raise ValueError(f"v must be a non-empty list of positive values, got {v!r}")
     logs = torch.tensor(v, dtype=torch.float64).log()
     return [logs[max(0, i - k):i + k + 1].mean().exp().item() for i in range(len(v))]
 
