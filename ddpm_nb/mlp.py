@@ -11,8 +11,9 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import patch
-from ._checks import check_int, check_num_classes, check_model_t, check_model_labels, shape_str
+from ._checks import check_choice, check_int, check_num_classes, check_model_t, check_model_labels, shape_str
 from .runtime import JSONConfig, ConfiguredModel
+from .schedules import PREDICTIONS
 from .embedding import TimeEmbedding, LabelEmbedding
 
 # %% ../nbs/07b_mlp.ipynb #734ce19d
@@ -24,12 +25,14 @@ class MLPConfig(JSONConfig):
     num_layers:int=3      # residual hidden layers
     time_dim:int=32       # size of the sinusoidal time features (even)
     num_classes:int=None  # None: unconditional; else class-conditional with null label `num_classes`
+    prediction:str='eps'  # what the output estimates: 'eps' (the noise), 'x0' or 'v' (see `PREDICTIONS`)
 
     def __post_init__(self):
         for name in ('dim', 'hidden', 'num_layers', 'time_dim'):
             setattr(self, name, check_int(getattr(self, name), name, lo=1))
         if self.time_dim % 2: raise ValueError(f"time_dim must be even (half cosines, half sines), got {self.time_dim}")
         self.num_classes = check_num_classes(self.num_classes)
+        check_choice(self.prediction, 'prediction', PREDICTIONS)
 
 # %% ../nbs/07b_mlp.ipynb #4bfe2e3a
 class MLPDenoiser(ConfiguredModel, nn.Module):

@@ -52,6 +52,11 @@ def null_label(self:ConfiguredModel) -> int|None:
     "The label meaning 'no class' (classifier-free guidance): `num_classes`, or None for an unconditional model."
     return self.config.num_classes
 
+@patch(as_prop=True)
+def prediction(self:ConfiguredModel) -> str:
+    "What the output estimates: 'eps', 'x0' or 'v' (samplers convert it to ε); 'eps' if the config has no such field."
+    return getattr(self.config, 'prediction', 'eps')
+
 # %% ../nbs/92_runtime.ipynb #f87b01c5
 def pick_device(name:str='auto') -> torch.device:
     "'auto' picks CUDA, then Apple's MPS, then the CPU; under torchrun each CUDA process takes its LOCAL_RANK's GPU."

@@ -15,7 +15,7 @@ from ._checks import (is_int, check_int, check_number, check_bool, check_choice,
                              shape_str)
 
 # %% auto #0
-__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
+__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
 
 # %% ../nbs/09_ddpm_sampler.ipynb #84b366e3
 _COEF_NAMES = ('betas', 'alpha_bars', 'posterior_variance', 'posterior_mean_coef1', 'posterior_mean_coef2',
@@ -92,6 +92,16 @@ class DDPM:
         if t_prev != t - 1:
             raise ValueError(f"DDPM steps one at a time: t_prev must be t - 1 = {t - 1}, got {t_prev!r}")
         return _ddpm(schedule, eps, int(t), x_t, self.variance, clip_x0, None, generator)
+
+# %% ../nbs/09_ddpm_sampler.ipynb #530d58f4
+def noise_predictor(model, # called as model(x_t, t, labels); `model.prediction` ('eps', 'x0', 'v') says what it returns
+                    schedule:NoiseSchedule, # the forward process the model was trained with
+                   ): # a callable with the model's signature that returns ε̂
+    "`model` itself if it predicts the noise, else a function that returns the noise its x0 or v estimate implies."
+    prediction = getattr(model, 'prediction', 'eps')
+    if prediction == 'eps': return model
+    def eps(x_t, t, labels=None): return schedule.eps_from(model(x_t, t, labels), x_t, t, prediction)
+    return eps
 
 # %% ../nbs/10_ddim.ipynb #fede6f24
 def _eq12(x_t:Tensor, eps:Tensor, ab:float, ab_prev:float, sigma:float=0., clip_x0=False, noise=None, generator=None):
@@ -177,7 +187,7 @@ class DDIM:
         return _ddim(schedule, eps, int(t), int(t_prev), x_t, self.eta, clip_x0, None, generator)
 
 # %% ../nbs/10_ddim.ipynb #6d502773
-def ddim_invert(model, # noise predictor, called as model(x_t, t, labels) with t a LongTensor (B,)
+def ddim_invert(model, # the denoiser, called as model(x_t, t, labels) with t a LongTensor (B,)
                 schedule:NoiseSchedule, # the forward process the model was trained with
                 x0:Tensor, # clean samples (B, ...)
                 steps:int=50, # number of DDIM steps
@@ -187,10 +197,10 @@ def ddim_invert(model, # noise predictor, called as model(x_t, t, labels) with t
                ) -> Tensor: # the latent at step `ddim_timesteps(T, steps, spacing)[0]`, shaped like x0
     "Run deterministic DDIM (eta = 0) upwards from data `x0`; DDIM from there with the same steps returns about x0."
     _check_invert(schedule, x0)
-    c, x, t_from = _step_coefs(schedule), x0, -1
+    c, x, t_from, net = _step_coefs(schedule), x0, -1, noise_predictor(model, schedule)
     with _evaluating(model):
         for t in tqdm(ddim_timesteps(schedule.T, steps, spacing)[::-1], disable=not progress):
-            eps = _check_eps(model(x, torch.full((len(x),), max(t_from, 0), device=x.device), labels), x)
+            eps = _check_eps(net(x, torch.full((len(x),), max(t_from, 0), device=x.device), labels), x)
             x = _eq12(x, eps, c.alpha_bars[t_from] if t_from >= 0 else 1., c.alpha_bars[t])[0]   # Eq. 12, upwards
             t_from = t
     return x
@@ -237,7 +247,7 @@ def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
     return eps_u + guidance * (eps_c - eps_u)                       # Ho & Salimans (2022), Eq. 6 with w = 1 + w'
 
 # %% ../nbs/11_guidance.ipynb #31f29658
-def sample(model, # noise predictor: eps = model(x_t, t, labels), t a LongTensor (B,)
+def sample(model, # the denoiser, model(x_t, t, labels) with t a LongTensor (B,); see `noise_predictor`
            schedule:NoiseSchedule, # the forward process the model was trained with
            sampler, # a sampler object: DDPM(...), DDIM(...), or `make_sampler(name)`
            n:int, # number of samples
@@ -256,12 +266,12 @@ def sample(model, # noise predictor: eps = model(x_t, t, labels), t a LongTensor
     ts, guidance, labels, null_label = _check_sample_args(model, schedule, sampler, n, labels, guidance, seed,
                                                           null_label, callback)
     x, clip_x0, g = _start(model, n, shape, x_T, device, clip_x0, seed)
-    labels = None if labels is None else labels.to(x.device)
+    labels, net = None if labels is None else labels.to(x.device), noise_predictor(model, schedule)
     if hasattr(callback, 'start'): callback.start(x)
     with _evaluating(model):
         steps = tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc=type(sampler).__name__)
         for i, (t, t_prev) in enumerate(steps):
-            eps = guided_eps(model, x, torch.full((n,), t, device=x.device), labels, guidance, null_label)
+            eps = guided_eps(net, x, torch.full((n,), t, device=x.device), labels, guidance, null_label)
             x, x0_pred = sampler.step(schedule, eps, t, t_prev, x, clip_x0, g)
             if callback is not None: callback(i, t, x, x0_pred)
     return x

@@ -8,10 +8,10 @@ import math
 import torch
 from torch import nn, Tensor
 from fastcore.basics import patch
-from ._checks import check_int, check_number, check_same_shape, check_timesteps, shape_str
+from ._checks import check_choice, check_int, check_number, check_same_shape, check_timesteps, shape_str
 
 # %% auto #0
-__all__ = ['linear_betas', 'cosine_betas', 'gather_at', 'schedule_terms', 'NoiseSchedule']
+__all__ = ['PREDICTIONS', 'linear_betas', 'cosine_betas', 'gather_at', 'schedule_terms', 'NoiseSchedule']
 
 # %% ../nbs/02_forward_process.ipynb #dad9cf0a
 def linear_betas(T:int=1000, # number of diffusion steps
@@ -137,3 +137,25 @@ def predict_x0_from_eps(self:NoiseSchedule, x_t:Tensor, t:Tensor, eps:Tensor) ->
     check_same_shape(x_t, eps, ('x_t', 'eps'))
     c1, c2 = gather_at(self.sqrt_recip_alpha_bars, t, x_t), gather_at(self.sqrt_recipm1_alpha_bars, t, x_t)
     return c1 * x_t - c2 * eps                           # x_0 = x_t/√ᾱ_t - √(1/ᾱ_t - 1) ε   (Ho et al. Eq. 15)
+
+# %% ../nbs/02_forward_process.ipynb #4bb3f96f
+PREDICTIONS = ('eps', 'x0', 'v')   # what a denoiser can be trained to output
+
+@patch
+def target(self:NoiseSchedule, x0:Tensor, t:Tensor, eps:Tensor, prediction:str='eps') -> Tensor:
+    "What a network trained to predict `prediction` should output at x_t = q_sample(x0, t, eps)."
+    check_choice(prediction, 'prediction', PREDICTIONS); check_same_shape(x0, eps, ('x0', 'eps'))
+    if prediction == 'eps': return eps
+    if prediction == 'x0': return x0
+    sqrt_ab, sqrt_1m_ab = gather_at(self.sqrt_alpha_bars, t, x0), gather_at(self.sqrt_one_minus_alpha_bars, t, x0)
+    return sqrt_ab * eps - sqrt_1m_ab * x0              # v = √ᾱ_t ε - √(1-ᾱ_t) x_0   (Salimans & Ho 2022)
+
+# %% ../nbs/02_forward_process.ipynb #e0e36801
+@patch
+def eps_from(self:NoiseSchedule, out:Tensor, x_t:Tensor, t:Tensor, prediction:str='eps') -> Tensor:
+    "The noise estimate implied by `out`, a network's estimate of `prediction` at (x_t, t)."
+    check_choice(prediction, 'prediction', PREDICTIONS); check_same_shape(x_t, out, ('x_t', 'out'))
+    if prediction == 'eps': return out
+    sqrt_ab, sqrt_1m_ab = gather_at(self.sqrt_alpha_bars, t, x_t), gather_at(self.sqrt_one_minus_alpha_bars, t, x_t)
+    if prediction == 'x0': return (x_t - sqrt_ab * out) / sqrt_1m_ab    # ε = (x_t - √ᾱ_t x̂_0)/√(1-ᾱ_t)
+    return sqrt_ab * out + sqrt_1m_ab * x_t                             # ε = √ᾱ_t v̂ + √(1-ᾱ_t) x_t

@@ -13,8 +13,9 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import patch
-from ._checks import check_int, check_num_classes, check_model_t, check_model_labels, is_int, shape_str
+from ._checks import check_choice, check_int, check_num_classes, check_model_t, check_model_labels, is_int, shape_str
 from .runtime import JSONConfig, ConfiguredModel, PRECISIONS, bf16_is_fast
+from .schedules import PREDICTIONS
 from .embedding import TimeEmbedding, LabelEmbedding
 from .resblock import ResBlock
 from .attention import SelfAttention
@@ -34,6 +35,7 @@ class UNetConfig(JSONConfig):
     groups:int=8                  # GroupNorm groups; must divide every channel count
     num_heads:int=4               # attention heads; must divide the channels where attention runs
     precision:str='fp32'          # 'fp32'; 'bf16': forward under bfloat16 autocast; 'auto': bf16 where that is fast
+    prediction:str='eps'          # what the output estimates: 'eps' (the noise), 'x0' or 'v' (see `PREDICTIONS`)
 
     def __post_init__(self):
         self.channel_mults, self.attn_resolutions = tuple(self.channel_mults), tuple(self.attn_resolutions)
@@ -55,7 +57,7 @@ def level_channels(self:UNetConfig)->list:
 
 # %% ../nbs/07_unet.ipynb #e80e6e07
 def _check_values(c:UNetConfig):
-    "Each field on its own: positive integers, a list of multipliers, dropout, classes, precision."
+    "Each field on its own: positive integers, a list of multipliers, dropout, classes, precision, prediction."
     for name in ('in_channels', 'image_size', 'base_channels', 'num_res_blocks', 'groups', 'num_heads'):
         setattr(c, name, check_int(getattr(c, name), name, lo=1))
     if not c.channel_mults or not all(is_int(m) and m >= 1 for m in c.channel_mults):
@@ -67,6 +69,7 @@ def _check_values(c:UNetConfig):
     if c.precision not in allowed:
         why = ": fp16 is a training setting (autocast, loss scaling on CUDA)" if c.precision == 'fp16' else ''
         raise ValueError(f"precision must be one of {allowed}, got {c.precision!r}{why}")
+    check_choice(c.prediction, 'prediction', PREDICTIONS)
 
 # %% ../nbs/07_unet.ipynb #085e7d15
 def _check_sizes(c:UNetConfig):
@@ -95,6 +98,8 @@ def _check_attention(c:UNetConfig):
 # %% ../nbs/07_unet.ipynb #4dba4b9f
 PRESETS = {
     'digits':  dict(in_channels=1, image_size=16, base_channels=32, channel_mults=(1, 2, 2, 2), num_res_blocks=1,
+                    attn_resolutions=(4,), groups=2, num_heads=4, precision='auto'),
+    'digits8': dict(in_channels=1, image_size=8, base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
                     attn_resolutions=(4,), groups=2, num_heads=4, precision='auto'),
     'mnist':   dict(in_channels=1, image_size=32, base_channels=32, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
                     attn_resolutions=(8,), groups=2, num_heads=4, precision='auto'),
