@@ -1,27 +1,27 @@
-"""Quality per CPU-minute: train the class-conditional digits model for a wall-time budget, then score it on held-out digits.
+"""Quality per CPU-minute: train the class-conditional digits model on a budget, then score it on held-out digits.
 
-    python bench/cpu_minute.py [--minutes 5] [--precision fp32] [--threads 2] [--n 1000] [--guidance 1]
+    python bench/cpu_minute.py [--minutes 5 | --steps N] [--precision fp32] [--threads 2] [--n 1000] [--guidance 1]
                                [--set key=value ...] [--spacing uniform|trailing|quadratic] [--ckpt RUN]
 
 One run of `Trainer(TrainConfig(minutes=..., precision=..., sample_every=0, **overrides))` on the 1,497 training digits
-(previews off, so the budget is training only), then `--n` DDIM-50 samples from the EMA weights at guidance `--guidance`,
-the classes in turn. The course's judge (`ddpm_nb.judge.digit_judge`) scores them against the 300 test digits: the
-fraction recognised as the requested digit (± its standard error), FD, and FD's floor at the same N (`--n` real training
-digits against the same test digits, mean ± sd over 3 draws), plus a grid of the first 40 samples. `--set` changes any
-`TrainConfig` field, e.g. `--set lr=2e-3 batch_size=64`: the levers of issue 14 are measured one per run. The first line
-names the CPU, its bf16 flags, the threads and the precision; run nothing else on the machine meanwhile. `--ckpt`
-scores an earlier run without training again (for sampling levers such as `--spacing`).
+(previews off, so the budget is training only), then `--n` DDIM-50 samples from the EMA weights at guidance
+`--guidance`, the classes in turn, scored by `ddpm_nb.budget.held_out_score` against the 300 test digits: the fraction
+the course's judge recognises as the requested digit (± its standard error) and FD, beside FD's floor at the same N
+(`fd_floor`: `--n` real training digits, mean ± sd over 3 draws), plus a grid of the first 40 samples. `--set` changes
+any `TrainConfig` field, e.g. `--set preset=digits prediction=v`: one lever per run (lesson 12b). `--steps N` trains
+for a step budget instead of wall time, so that the result does not depend on the load of the machine; the levers
+that change what a step costs are timed by `train_speed.py`. The first line names the CPU, its bf16 flags, the
+threads and the precision; run nothing else on the machine meanwhile. `--ckpt` scores an earlier run without
+training it further (for sampling levers such as `--spacing`).
 """
 import argparse, ast, os, platform, tempfile, time
 from pathlib import Path
 import torch
-from ddpm_nb.data import load_dataset
-from ddpm_nb.train import Trainer, TrainConfig
+from ddpm_nb.budget import held_out_score, fd_floor
 from ddpm_nb.checkpoint import load_model
-from ddpm_nb.judge import recognised
-from ddpm_nb.metrics import DigitJudge, over_runs
 from ddpm_nb.runtime import bf16_is_fast
-from ddpm_nb.samplers import DDIM, sample
+from ddpm_nb.samplers import DDIM
+from ddpm_nb.train import Trainer, TrainConfig
 from ddpm_nb.viz import save_grid
 
 
@@ -48,6 +48,7 @@ def parse_sets(pairs:list) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--minutes', type=float, default=5.0, help='training time (previews off)')
+    p.add_argument('--steps', type=int, default=None, help='train for this many steps instead of --minutes')
     p.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'auto'], help='training and sampling precision')
     p.add_argument('--threads', type=int, default=2, help='torch threads')
     p.add_argument('--n', type=int, default=1000, help='samples scored')
@@ -58,29 +59,25 @@ def main(argv=None):
     p.add_argument('--out', default=None, help='run folder (default: a temporary one)')
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    cfg = TrainConfig(minutes=a.minutes, precision=a.precision, sample_every=0, **parse_sets(a.set))
+    budget = dict(minutes=a.minutes) if a.steps is None else dict(steps=a.steps)
+    cfg = TrainConfig(**budget, precision=a.precision, sample_every=0, **parse_sets(a.set))
     print(machine(), f"| precision {a.precision}", flush=True)
     out = Path(a.ckpt) if a.ckpt else Path(a.out or tempfile.mkdtemp()) / 'run'
     if a.ckpt: trainer = Trainer.from_checkpoint(out)                    # scored as it stands, not trained further
     else: trainer = Trainer(cfg, out=out); print(trainer.describe(), flush=True); trainer.fit(progress=False)
     model, schedule, _ = load_model(out)                # its config keeps the run's precision: sampling uses it too
-    labels, start = torch.arange(a.n) % 10, time.perf_counter()
-    x = sample(model, schedule, DDIM(50, spacing=a.spacing), a.n, labels=labels, guidance=a.guidance, seed=0, progress=False)
-    sample_s = time.perf_counter() - start
-    train, test = load_dataset('digits', split='train'), load_dataset('digits', split='test')
-    judge, g = DigitJudge(test.x), torch.Generator().manual_seed(0)
-    floor = over_runs([judge(train.x[torch.randperm(len(train), generator=g)[:a.n]]) for _ in range(3)])
-    r, (acc, se) = judge(x, labels), recognised(x, labels)
-    grid = save_grid(x[:40], out.parent / 'samples.png')
-    print("\n| steps | train img/s | final loss | sample s | recognised | FD | floor FD (same N) | FD / floor |")
+    start = time.perf_counter()
+    r = held_out_score(model, schedule, a.n, a.guidance, DDIM(50, spacing=a.spacing))
+    sample_s, floor = time.perf_counter() - start, fd_floor(a.n)
+    grid = save_grid(r['x'][:40], out.parent / 'samples.png')
+    print("\n| steps | train img/s | final loss | sample+score s | recognised | FD | floor FD (same N) | FD / floor |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {trainer.step} | {trainer.step * trainer.cfg.batch_size / trainer.elapsed:.0f} | {trainer.history[-1]['loss']:.4f} | "
-          f"{sample_s:.1f} | {acc:.1%} ± {se:.1%} | {r['fd']:.3f} | {floor['fd']:.3f} ± {floor['fd_sd']:.3f} | "
-          f"{r['fd'] / floor['fd']:.2f} |")
-    print(f"settings: {trainer.cfg.minutes:g} min, precision {trainer.precision}, spacing {a.spacing}, "
-          f"guidance {a.guidance:g}, n {a.n}, overrides "
-          f"{parse_sets(a.set) or 'none'}{'; scored ' + a.ckpt if a.ckpt else ''}; grid: {grid}")
-
+    print(f"| {trainer.step} | {trainer.step * trainer.cfg.batch_size / trainer.elapsed:.0f} | "
+          f"{trainer.history[-1]['loss']:.4f} | {sample_s:.1f} | {r['recognised']:.1%} ± {r['recognised_se']:.1%} | "
+          f"{r['fd']:.3f} | {floor['fd']:.3f} ± {floor['fd_sd']:.3f} | {r['fd'] / floor['fd']:.2f} |")
+    budget = f"{trainer.cfg.minutes:g} min" if trainer.cfg.steps is None else f"{trainer.cfg.steps} steps"
+    print(f"settings: {budget}, precision {trainer.precision}, spacing {a.spacing}, guidance {a.guidance:g}, n {a.n}, "
+          f"overrides {parse_sets(a.set) or 'none'}{'; scored ' + a.ckpt if a.ckpt else ''}; grid: {grid}")
 
 if __name__ == '__main__':
     main()

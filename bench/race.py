@@ -1,13 +1,13 @@
 """Equal-budget race: ddpm_nb, diffusers and denoising-diffusion-pytorch each train an unconditional digit model for the same time.
 
-    python bench/race.py [--minutes 4] [--n 300] [--threads N] [--only ddpm_nb diffusers lucidrains] [--seed 0]
+    python bench/race.py [--minutes 4] [--n 300] [--threads N] [--only ddpm_nb ddpm_nb16 diffusers lucidrains] [--seed 0]
                          [--precision fp32|bf16]
 
 Needs the bench extra: `pip install -e ".[bench]"` (diffusers, denoising-diffusion-pytorch).
 
-Three contestants train an unconditional ε-prediction model on the 1,497 training digits (`digits_split`; 16×16, in
-[-1, 1]) for `--minutes` of training time each, on the CPU, then each draws `--n` samples with 50 DDIM steps (η = 0)
-from its EMA weights. The course's judge (`ddpm_nb.judge.digit_judge`, trained on the training digits only) scores
+The contestants train an unconditional model on the 1,497 training digits (`digits_split`, in [-1, 1]; 16×16 but
+for ddpm_nb's default recipe, see below) for `--minutes` of training time each, on the CPU, then each draws `--n`
+samples with 50 DDIM steps (η = 0) from its EMA weights. The course's judge (`ddpm_nb.judge.digit_judge`, trained on the training digits only) scores
 all samples alike against the 300 test digits that no contestant saw: Fréchet distance and KID in its feature space
 and a classifier score (see `DigitJudge`); `--n` real training digits scored the same way give the real-vs-real
 floor. The table shows, per contestant: parameters, optimizer steps done in
@@ -17,15 +17,18 @@ Fairness rules: the budget counts training time only (data batches, forward, bac
 model construction, sampling or scoring); the contestants run one after the other, never at the same time, with the
 same number of torch threads (`--threads`, default torch's); all use batch 128, peak learning rate 1e-3 with a 50-step
 linear warm-up, gradient-norm clipping at 1, an EMA of decay 0.999 updated every step (with its library's own warm-up
-of the decay), T = 1000 with Ho et al.'s linear betas 1e-4..0.02, models of about 1.63 M parameters, and the same
+of the decay), T = 1000 with Ho et al.'s linear betas 1e-4..0.02, models of about 1.63 M parameters at 16×16, and the same
 seed for weights, batches and sampling noise, and one precision (`--precision`, fp32 by default): in bf16 each
 contestant's forward passes and losses run under CPU bfloat16 autocast, training and sampling alike (ddpm_nb's U-Net
 does that inside its forward, the others get a `torch.autocast` around their forward and loss). Each library otherwise
 keeps its own defaults, as a user would get them:
 
-- ddpm_nb: `Trainer(TrainConfig(dataset='digits', cond=False, minutes=...))` with everything else default: the `digits`
-  U-Net preset (1.63 M), AdamW (fused), cosine decay of the learning rate over the time budget to 0.1 of the peak, EMA
-  warm-up min(0.999, (1+n)/(10+n)), and the race's precision (`TrainConfig(precision=...)`).
+- ddpm_nb: `Trainer(TrainConfig(dataset='digits', cond=False, minutes=...))` with everything else default, as lesson
+  12b chose it: the digits at their native 8×8 with the `digits8` U-Net (1.19 M), v-prediction, AdamW (fused), cosine
+  decay of the learning rate over the time budget to 0.1 of the peak, EMA warm-up min(0.999, (1+n)/(10+n)), and the
+  race's precision (`TrainConfig(precision=...)`); its 8×8 samples are judged as the judge reads 8×8 digits, resized
+  exactly as the 16×16 data were made. `ddpm_nb16` is the same trainer with the 16×16 `digits` preset (1.63 M),
+  like for like with the other two in resolution.
 - diffusers: `UNet2DModel` laid out like diffusers' unconditional training example (`train_unconditional.py`), scaled
   down to 16×16: two ResNet layers per block, attention at the next-to-lowest resolution and in the middle block, and
   block_out_channels (32, 64, 64) to reach the same size (other settings default, e.g. 32 GroupNorm groups); the
@@ -93,17 +96,21 @@ def bf16_autocast(precision):
     return torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bf16')
 
 
-def race_ddpm_nb(ds, minutes, n, seed, precision):
-    "ddpm_nb as a user runs it: the Trainer with default settings, then DDIM from its EMA model."
+def race_ddpm_nb(ds, minutes, n, seed, precision, **settings):
+    "ddpm_nb as a user runs it: the Trainer with default settings (or `settings`), then DDIM from its EMA model."
     from ddpm_nb.train import Trainer, TrainConfig
     from ddpm_nb.samplers import DDIM, sample
     tr = Trainer(TrainConfig(dataset='digits', cond=False, minutes=minutes, seed=seed, sample_every=0, ckpt_every=10**9,
-                             precision=precision),
-                 out=None, dataset=ds)
+                             precision=precision, **settings), out=None)      # its own loading: the training split
     tr.fit(progress=False)
     x, sample_s = timed_sampling(lambda: sample(tr.ema.model, tr.schedule, DDIM(steps=DDIM_STEPS), n, seed=seed, progress=False))
     return dict(params=n_params(tr.model), steps=tr.step, train_s=tr.elapsed, loss=logged_tail_loss(tr.history),
-                x=x, sample_s=sample_s, note=f"precision {tr.precision}")
+                x=x, sample_s=sample_s, note=f"precision {tr.precision}", batch=tr.cfg.batch_size)
+
+
+def race_ddpm_nb16(ds, minutes, n, seed, precision):
+    "ddpm_nb at the others' 16×16, with the `digits` preset: the same trainer, like for like in resolution."
+    return race_ddpm_nb(ds, minutes, n, seed, precision, preset='digits')
 
 
 def race_diffusers(ds, minutes, n, seed, precision):
@@ -180,12 +187,13 @@ def race_lucidrains(ds, minutes, n, seed, precision):
                 x=x, sample_s=sample_s, note=f'precision {precision}')
 
 
-RACERS = {'ddpm_nb': race_ddpm_nb, 'diffusers': race_diffusers, 'lucidrains': race_lucidrains}
+RACERS = {'ddpm_nb': race_ddpm_nb, 'ddpm_nb16': race_ddpm_nb16, 'diffusers': race_diffusers, 'lucidrains': race_lucidrains}
 
 
 def check_samples(name, x, n):
-    "Refuse samples that are not n finite 16×16 grey images in [-1, 1]; one line of statistics."
-    if tuple(x.shape) != (n, 1, 16, 16): raise ValueError(f"{name}: samples of shape {tuple(x.shape)}, expected {(n, 1, 16, 16)}")
+    "Refuse samples that are not n finite 16×16 (or native 8×8) grey images in [-1, 1]; one line of statistics."
+    if tuple(x.shape) not in ((n, 1, 16, 16), (n, 1, 8, 8)):
+        raise ValueError(f"{name}: samples of shape {tuple(x.shape)}, expected {(n, 1, 16, 16)} or {(n, 1, 8, 8)}")
     if not torch.isfinite(x).all(): raise ValueError(f"{name}: samples are not all finite")
     if x.min() < -1 - 1e-5 or x.max() > 1 + 1e-5: raise ValueError(f"{name}: samples span [{x.min():.4f}, {x.max():.4f}], not [-1, 1]")
     return f"min {x.min():.3f} max {x.max():.3f} mean {x.mean():.3f} std {x.std():.3f}"
@@ -244,7 +252,8 @@ def main(argv=None):
     print("\n| contestant | precision | params | steps | img/s | loss | sample s | FD | KID×1e3 | score |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {name} | {r['note'].removeprefix('precision ')} | {r['params']:,} | {r['steps']} | {r['steps'] * BATCH / r['train_s']:.0f} | {r['loss']:.4f} | "
+        print(f"| {name} | {r['note'].removeprefix('precision ')} | {r['params']:,} | {r['steps']} | "
+              f"{r['steps'] * r.get('batch', BATCH) / r['train_s']:.0f} | {r['loss']:.4f} | "
               f"{r['sample_s']:.1f} | {metrics_cells(r)} |")
     floor = ds.x[torch.randperm(len(ds), generator=torch.Generator().manual_seed(a.seed))[:min(a.n, len(ds))]]
     print(f"\nreal-vs-real floor ({len(floor)} training digits against the test digits): FD | KID×1e3 | score = "

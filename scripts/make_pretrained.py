@@ -3,7 +3,7 @@
 fast or how busy the machine is; both train on the 1,497 training digits (`ddpm_nb.data.digits_split`), never on
 the 300 test digits that every quality number is measured against.
 
-    python scripts/make_pretrained.py --steps 1500
+    python scripts/make_pretrained.py --steps 3000
     python scripts/make_pretrained.py --measure-only     # re-measure the shipped models and rewrite their cards
 """
 import argparse, datetime, json, os, platform, subprocess, sys
@@ -13,6 +13,7 @@ from ddpm_nb.checkpoint import PRETRAINED_DIR, export_model, load_checkpoint, lo
 from ddpm_nb.data import load_dataset
 from ddpm_nb.metrics import DigitJudge, memorisation, over_runs
 from ddpm_nb.samplers import DDIM, DEFAULT_GUIDANCE, sample
+from ddpm_nb.train import DEFAULT_PRESETS
 
 MODELS = {'digits-cond': [], 'digits-uncond': ['--no-cond']}
 
@@ -26,7 +27,8 @@ SEEDS, N = (0, 1, 2), 300
 def measure(name:str) -> str:
     "The card's 'Measured' section: the shipped model's DDIM-50 samples scored against the 300 test digits."
     model, schedule, _ = load_pretrained(name)
-    train, test = load_dataset('digits', split='train'), load_dataset('digits', split='test')
+    size = model.config.image_size                       # memorisation compares images at the model's own size
+    train, test = (load_dataset('digits', split=s, size=size) for s in ('train', 'test'))
     judge, g = DigitJudge(test.x), torch.Generator().manual_seed(0)
     floor = over_runs([judge(train.x[torch.randperm(len(train), generator=g)[:N]]) for _ in range(5)])
     pm = lambda r, k, f='.3f': f"{r[k]:{f}} ± {r[k + '_sd']:{f}}"
@@ -49,10 +51,12 @@ def measure(name:str) -> str:
 
 def card_markdown(c:dict) -> str:
     rows = '\n'.join(f"| {k} | {v} |" for k, v in c['config'].items())
+    size, preset = c['model_config']['image_size'], c['config']['preset'] or DEFAULT_PRESETS['digits']
+    seen = 'at their native 8×8' if size == 8 else f'resized to {size}×{size}'
     return (f"# {c['name']}\n\n{'An' if c['description'][0] in 'aeiou' else 'A'} {c['description']} trained with ddpm_nb on the 1,497 training digits of "
-            f"the fixed split of scikit-learn's 8×8 digits (resized to 16×16); the 300 test digits were never shown to it.\n\n- Command: `{c['command']}`\n- Steps: {c['steps']}\n"
+            f"the fixed split of scikit-learn's 8×8 digits ({seen}); the 300 test digits were never shown to it.\n\n- Command: `{c['command']}`\n- Steps: {c['steps']}\n"
             f"- Final training loss (mean of the last 50 steps): {c['final_loss']:.4f}\n- Machine: {c['machine']}\n- Date: {c['date']}\n"
-            f"- Parameters: {c['parameters']:,} (the `digits` U-Net preset)\n"
+            f"- Parameters: {c['parameters']:,} (the `{preset}` U-Net preset, predicting {c['model_config'].get('prediction', 'eps')})\n"
             f"- Weights: the EMA, stored in float16; its decay min({c['config']['ema_decay']}, (1 + n) / (10 + n)) was "
             f"{min(c['config']['ema_decay'], (1 + c['steps']) / (10 + c['steps'])):.4f} at the last step n = {c['steps']}\n\nLoad it with "
             f"`from ddpm_nb.checkpoint import load_pretrained; model, schedule, config = load_pretrained('{c['name']}')`.\n\n"
@@ -61,7 +65,7 @@ def card_markdown(c:dict) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--steps', type=int, default=1500)
+    p.add_argument('--steps', type=int, default=3000)
     p.add_argument('--runs', default='runs/pretrained', help='where the training runs go')
     p.add_argument('--only', choices=list(MODELS), help='train just this model')
     p.add_argument('--measure-only', action='store_true', help='only re-measure the shipped models and rewrite their cards')
