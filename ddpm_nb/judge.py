@@ -10,7 +10,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from ._checks import check_int, shape_str
-from .data import load_dataset
+from .data import load_dataset, resize_images
 
 # %% auto #0
 __all__ = ['DigitClassifier', 'train_digit_classifier', 'digit_judge', 'recognised', 'confidence', 'variety']
@@ -26,9 +26,12 @@ class DigitClassifier(nn.Module):
         self.head = nn.Linear(feat_dim, num_classes)
 
     def features(self, x:Tensor) -> Tensor:
-        "Feature vectors (N, feat_dim) of images x (N, 1, 16, 16)."
+        "Feature vectors (N, feat_dim) of digits x (N, 1, 16, 16), or (N, 1, 8, 8) resized as the 16×16 data are."
+        native = isinstance(x, Tensor) and x.ndim == 4 and tuple(x.shape[1:]) == (1, 8, 8)
+        if native: x = resize_images(x.float(), 16)
         if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 16, 16):
-            raise ValueError(f"expected 16×16 grey images (N, 1, 16, 16) in [-1, 1], got {shape_str(x)}")
+            raise ValueError(f"expected grey digits (N, 1, 16, 16), or (N, 1, 8, 8) at their native size, in [-1, 1], "
+                             f"got {shape_str(x)}")
         return self.body(x.float())
 
     def forward(self, x:Tensor) -> Tensor: return self.head(self.features(x))

@@ -15,21 +15,21 @@ from torch.utils.data import BatchSampler
 from torch.utils.data.distributed import DistributedSampler
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from ._checks import check_int, check_number
+from ._checks import check_choice, check_int, check_number
 from .checkpoint import save_checkpoint, load_checkpoint, model_from_config, schedule_from_config
 from .data import load_dataset, DiffusionDataset
 from .mlp import MLPConfig, MLPDenoiser
 from .runtime import (JSONConfig, pick_device, model_precision, pick_precision, autocast, init_distributed,
                              wrap_ddp, any_process, replicas_differ)
 from .samplers import DDIM, sample
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, PREDICTIONS
 from .unet import UNet, UNetConfig
 from .viz import atomic_write, plot_loss, save_grid, save_scatter
 
 # %% auto #0
-__all__ = ['DEFAULT_PRESETS', 'PREVIEW_AT', 'diffusion_loss', 'EMA', 'lr_factor', 'TrainConfig', 'build_model', 'default_lr',
-           'TrainingDiverged', 'Trainer', 'Callback', 'Logger', 'ProgressBar', 'Checkpointer', 'Previewer',
-           'LiveLossPlot', 'StopOnSigint', 'ReplicaCheck']
+__all__ = ['DEFAULT_PRESETS', 'PREVIEW_AT', 'diffusion_loss', 'min_snr_weight', 'EMA', 'lr_factor', 'TrainConfig', 'build_model',
+           'default_lr', 'TrainingDiverged', 'Trainer', 'Callback', 'Logger', 'ProgressBar', 'Checkpointer',
+           'Previewer', 'LiveLossPlot', 'StopOnSigint', 'ReplicaCheck']
 
 # %% ../nbs/08_training.ipynb #e21f6d6d
 def _drop_labels(labels:Tensor, p:float, null_label:int|None, generator) -> Tensor:
@@ -39,20 +39,33 @@ def _drop_labels(labels:Tensor, p:float, null_label:int|None, generator) -> Tens
     return torch.where(drop, null_label, labels)
 
 # %% ../nbs/08_training.ipynb #d955abd8
-def diffusion_loss(model:nn.Module, # ε-predictor: model(x_t, t, labels) -> ε̂ shaped like x_t
+def diffusion_loss(model:nn.Module, # the denoiser: model(x_t, t, labels) -> its estimate of `prediction`
                    schedule:NoiseSchedule, # the forward process
                    x0:Tensor, # clean batch (B, ...)
                    labels:Tensor|None=None, # class labels (B,), or None for an unconditional model
                    *, generator:torch.Generator|None=None, # source of t, ε and label dropout (CPU)
                    p_uncond:float=0.0, # probability of replacing a label by `null_label`
                    null_label:int|None=None, # the model's "no label" index
+                   prediction:str='eps', # what the model estimates: 'eps', 'x0' or 'v' (lesson 2)
+                   min_snr_gamma:float|None=None, # weight each step by min-SNR-γ (see below); None: unweighted
                   ) -> Tensor: # scalar float32 loss
-    "Ho et al.'s $L_\\text{simple}$: the mean squared error between the noise mixed into `x0` and the model's estimate."
+    "Ho et al.'s $L_\\text{simple}$ (for ε; `prediction` changes the target), optionally min-SNR-γ weighted."
     t = torch.randint(0, schedule.T, (x0.shape[0],), generator=generator).to(x0.device)   # t ~ U{0, ..., T-1}
     ε = torch.randn(x0.shape, generator=generator).to(x0.device)                          # ε ~ N(0, I)
     if labels is not None and p_uncond > 0: labels = _drop_labels(labels, p_uncond, null_label, generator)
     x_t = schedule.q_sample(x0, t, ε)                           # √ᾱ_t x_0 + √(1 - ᾱ_t) ε   (Eq. 4)
-    return F.mse_loss(model(x_t, t, labels).float(), ε)         # ‖ε - ε_θ(x_t, t)‖²        (Eq. 14)
+    err = (model(x_t, t, labels).float() - schedule.target(x0, t, ε, prediction)) ** 2    # ‖ε - ε_θ‖² (Eq. 14)
+    if min_snr_gamma is None: return err.mean()
+    return (min_snr_weight(schedule.snr(t), prediction, min_snr_gamma).view(-1, *[1] * (x0.ndim - 1)) * err).mean()
+
+# %% ../nbs/08_training.ipynb #08c648d0
+def min_snr_weight(snr:Tensor, # SNR_t of each sample, (B,)
+                   prediction:str, # the target whose squared error is weighted: 'eps', 'x0' or 'v'
+                   gamma:float=5., # the cap γ on the weight of the x0 error
+                  ) -> Tensor: # weights (B,)
+    "Hang et al. (2023)'s min-SNR-γ weight on the squared error of `prediction`'s target."
+    per_x0 = {'eps': snr, 'x0': torch.ones_like(snr), 'v': snr + 1}[check_choice(prediction, 'prediction', PREDICTIONS)]
+    return snr.clamp(max=check_number(gamma, 'gamma', lo=0, lo_open=True)) / per_x0    # min(SNR_t, γ) / (x0 units)
 
 # %% ../nbs/08_training.ipynb #20c194fe
 class EMA:
@@ -102,7 +115,7 @@ class TrainConfig(JSONConfig):
     "Everything that defines a training run (stored in `config.json` and in every checkpoint)."
     dataset:str = 'digits'          # a name from `ddpm_nb.data.DATASETS`
     data_dir:str|None = None        # cache folder for downloadable datasets, or the image folder for 'folder'
-    image_size:int|None = None      # resize images to this size (None: the dataset's default)
+    image_size:int|None = None      # resize images to this size (None: the U-Net preset's, 8 for digits)
     preset:str|None = None          # U-Net preset (None: chosen from the dataset)
     cond:bool = True                # class-conditional (with classifier-free guidance) if the data have labels
     steps:int|None = None           # stop after this many optimizer steps ...
@@ -117,6 +130,8 @@ class TrainConfig(JSONConfig):
     p_uncond:float = 0.1            # label dropout for classifier-free guidance
     schedule:str = 'linear'         # noise schedule: 'linear' or 'cosine'
     T:int = 1000                    # diffusion steps
+    prediction:str = 'v'            # what the network predicts: 'eps', 'x0' or 'v' (lessons 2 and 12b)
+    min_snr_gamma:float|None = None # weight the loss by min-SNR-γ with this γ, e.g. 5 (None: unweighted)
     seed:int = 0                    # random seed of weights, data order, noise and previews
     device:str = 'auto'             # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     precision:str = 'auto'          # 'auto', 'fp32', 'bf16', 'fp16' (fp16: CUDA only)
@@ -141,9 +156,11 @@ def _check_config(c:TrainConfig):
     check_number(c.min_lr_ratio, 'min_lr_ratio', lo=0, hi=1)
     check_int(c.warmup_steps, 'warmup_steps', lo=0); check_number(c.weight_decay, 'weight_decay', lo=0)
     if c.sample_every is not None: check_int(c.sample_every, 'sample_every', lo=0)
+    check_choice(c.prediction, 'prediction', PREDICTIONS)
+    if c.min_snr_gamma is not None: check_number(c.min_snr_gamma, 'min_snr_gamma', lo=0, lo_open=True)
 
 # %% ../nbs/08_training.ipynb #7cd73c58
-DEFAULT_PRESETS = {'digits': 'digits', 'mnist': 'mnist', 'fashion_mnist': 'mnist', 'cifar10': 'cifar10',
+DEFAULT_PRESETS = {'digits': 'digits8', 'mnist': 'mnist', 'fashion_mnist': 'mnist', 'cifar10': 'cifar10',
                    'folder': 'mnist'}   # the U-Net preset of each image dataset
 
 def build_model(cfg:TrainConfig, ds:DiffusionDataset) -> nn.Module:
@@ -152,9 +169,11 @@ def build_model(cfg:TrainConfig, ds:DiffusionDataset) -> nn.Module:
     if ds.kind == 'points':
         if cfg.preset is not None:
             raise ValueError(f"preset {cfg.preset!r} is a U-Net preset; 2-D point data use the MLP")
-        return MLPDenoiser.from_config(MLPConfig(dim=ds.x.shape[1], num_classes=num_classes))
+        return MLPDenoiser.from_config(MLPConfig(dim=ds.x.shape[1], num_classes=num_classes,
+                                                     prediction=cfg.prediction))
     unet = UNetConfig.preset(cfg.preset or DEFAULT_PRESETS.get(cfg.dataset, 'mnist'), in_channels=ds.channels,
-                             image_size=ds.size, num_classes=num_classes, precision=model_precision(cfg.precision))
+                             image_size=ds.size, num_classes=num_classes, precision=model_precision(cfg.precision),
+                             prediction=cfg.prediction)
     return UNet.from_config(unet)
 
 # %% ../nbs/08_training.ipynb #e227ebd4
@@ -163,8 +182,10 @@ def default_lr(cfg:TrainConfig) -> float:
     return 2e-4 if (cfg.preset or DEFAULT_PRESETS.get(cfg.dataset)) == 'cifar10' else 1e-3
 
 def _dataset_kwargs(cfg:TrainConfig) -> dict:
-    "Keyword arguments for `load_dataset` from the run's settings."
+    "Keyword arguments for `load_dataset`: images at `image_size`, else at their U-Net preset's size."
     kw = {} if cfg.image_size is None else {'size': cfg.image_size}
+    if cfg.image_size is None and cfg.dataset in DEFAULT_PRESETS:
+        kw['size'] = UNetConfig.preset(cfg.preset or DEFAULT_PRESETS[cfg.dataset]).image_size
     if cfg.data_dir is not None: kw['path' if cfg.dataset == 'folder' else 'data_dir'] = cfg.data_dir
     return kw
 
@@ -199,6 +220,8 @@ def _setup_model(self:Trainer, model:nn.Module|None):
     torch.manual_seed(self.cfg.seed)                       # the same initial weights in every process ...
     self.model = (model if model is not None else build_model(self.cfg, self.ds)).to(self.device)
     torch.manual_seed(self.cfg.seed + 7919 * self.rank)    # ... but each its own dropout masks
+    if (has := getattr(self.model, 'prediction', 'eps')) != self.cfg.prediction:
+        raise ValueError(f"the model predicts {has!r} but the run trains for prediction={self.cfg.prediction!r}")
     self.net = wrap_ddp(self.model, self.device) if self.world > 1 else self.model
     self.precision = pick_precision(self.cfg.precision, self.device, self.model)
     self.schedule = schedule_from_config(self.cfg.to_dict()).to(self.device)
@@ -253,7 +276,8 @@ def train_step(self:Trainer, x:Tensor, y:Tensor) -> float:
     x, y = x.to(self.device, non_blocking=True), (y.to(self.device) if self.num_classes else None)
     with autocast(self.device, self.precision):
         loss = diffusion_loss(self.net, self.schedule, x, y, generator=self.gen, p_uncond=c.p_uncond if y is not None
-                              else 0., null_label=getattr(self.model, 'null_label', None))
+                              else 0., null_label=getattr(self.model, 'null_label', None),
+                              prediction=c.prediction, min_snr_gamma=c.min_snr_gamma)
     if not math.isfinite(value := loss.item()): raise TrainingDiverged(f"the loss is {value} at step {self.step}")
     self.opt.zero_grad(set_to_none=True)
     self.scaler.scale(loss).backward()
@@ -494,6 +518,13 @@ def _diverged(self:Trainer, e:Exception) -> str:
     return (f"{e}: training stopped and nothing was saved; {last}. A lower learning rate "
             f"(lr={self.cfg.lr:g} now) or a smaller grad_clip usually helps.")
 
+# %% ../nbs/08_training.ipynb #84866ec5
+def _settings_of_old(sd:dict) -> dict:
+    "For a checkpoint written before the defaults became 8×8 digits and v (no `prediction` in its config): its model's."
+    if 'prediction' in sd['config']: return {}
+    mc = sd['model_config']
+    return {'prediction': mc.get('prediction', 'eps'), **({'image_size': mc['image_size']} if 'image_size' in mc else {})}
+
 # %% ../nbs/08_training.ipynb #0e3b9dec
 @patch(cls_method=True)
 def from_checkpoint(cls:Trainer, path:str|Path, # a checkpoint file or a run folder
@@ -501,7 +532,7 @@ def from_checkpoint(cls:Trainer, path:str|Path, # a checkpoint file or a run fol
                     **overrides) -> Trainer: # settings to change, such as `steps`
     "Rebuild a run from its checkpoint to continue it."
     sd = load_checkpoint(path)
-    d = {**sd['config'], **overrides}
+    d = {**sd['config'], **_settings_of_old(sd), **overrides}
     if overrides.get('steps') is not None: d['minutes'] = None
     if overrides.get('minutes') is not None: d['steps'] = None
     path = Path(path)
