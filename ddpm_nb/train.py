@@ -520,10 +520,11 @@ def _diverged(self:Trainer, e:Exception) -> str:
 
 # %% ../nbs/08_training.ipynb #84866ec5
 def _settings_of_old(sd:dict) -> dict:
-    "For a checkpoint written before the defaults became 8×8 digits and v (no `prediction` in its config): its model's."
+    "For a checkpoint saved before the defaults became 8×8 and v (no `prediction` in its config): its model's."
     if 'prediction' in sd['config']: return {}
     mc = sd['model_config']
-    return {'prediction': mc.get('prediction', 'eps'), **({'image_size': mc['image_size']} if 'image_size' in mc else {})}
+    size = {'image_size': mc['image_size']} if 'image_size' in mc else {}        # an MLP's config has none
+    return {'prediction': mc.get('prediction', 'eps'), **size}
 
 # %% ../nbs/08_training.ipynb #0e3b9dec
 @patch(cls_method=True)
