@@ -24,6 +24,7 @@ def training_speed(trainers:dict, # name -> Trainer; each takes real training st
     "Images per second of each trainer's `train_step`, the trainers timed in turns so that load changes hit all alike."
     check_number(seconds, 'seconds', lo=0, lo_open=True); check_int(rounds, 'rounds', lo=1)
     batches, rates, threads = {k: tr.batches() for k, tr in trainers.items()}, {k: [] for k in trainers}, threads or {}
+    threads0 = torch.get_num_threads()
     for _ in range(rounds):
         for k, tr in trainers.items():
             if k in threads: torch.set_num_threads(threads[k])
@@ -31,6 +32,7 @@ def training_speed(trainers:dict, # name -> Trainer; each takes real training st
             while time.perf_counter() - start < seconds:
                 x, y = next(batches[k]); tr.train_step(x, y); n += len(x)
             rates[k].append(n / (time.perf_counter() - start))
+    torch.set_num_threads(threads0)                      # as it was before the turns
     return rates
 
 # %% ../nbs/12b_cpu_minute.ipynb #0fd417c6
