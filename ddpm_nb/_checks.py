@@ -12,7 +12,7 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['is_int', 'check_int', 'check_number', 'check_bool', 'check_choice', 'check_fields', 'shape_str', 'check_tensor',
            'check_same_shape', 'check_timesteps', 'check_model_t', 'check_model_labels', 'check_groups',
-           'check_int_choice', 'check_even', 'check_num_classes', 'check_instance']
+           'check_int_choice', 'check_even', 'check_num_classes', 'check_instance', 'check_mapping']
 
 # %% ../nbs/90_checks.ipynb #6714816e
 def is_int(v) -> bool:
@@ -153,3 +153,13 @@ def check_instance(v, name:str, cls) -> object:
     "`v` if it is an instance of `cls`, else a ValueError naming `cls` and the type given."
     if not isinstance(v, cls): raise ValueError(f"{name} must be a {cls.__name__}, got {type(v).__name__}")
     return v
+
+# %% ../nbs/90_checks.ipynb #6e9ed274
+def check_mapping(d, name:str, check_value, keys=None, empty:bool=False) -> dict:
+    "`d` if it is a dict (non-empty unless `empty`, keys among `keys`) whose values pass `check_value(v, name[k])`."
+    if not isinstance(d, dict): raise ValueError(f"{name} must be a dict, got {type(d).__name__}")
+    if not d and not empty: raise ValueError(f"{name} must not be empty")
+    for k, v in d.items():
+        if keys is not None and k not in keys: raise ValueError(f"{name} has key {k!r}; allowed keys: {list(keys)}")
+        check_value(v, f"{name}[{k!r}]")
+    return d

@@ -6,16 +6,25 @@
 from __future__ import annotations
 import time
 import torch
-from ._checks import check_int, check_number
+from ._checks import check_instance, check_int, check_mapping, check_number
 from .data import load_dataset
 from .judge import recognised
 from .metrics import DigitJudge, over_runs
 from .samplers import DDIM, sample
+from .train import Trainer
 
 # %% auto #0
-__all__ = ['training_speed', 'held_out_score', 'fd_floor']
+__all__ = ['images_per_second', 'training_speed', 'held_out_score', 'fd_floor']
 
 # %% ../nbs/12b_cpu_minute.ipynb #7f443c54
+def images_per_second(trainer, batches, seconds:float) -> float:
+    "Train `trainer` on `batches` for `seconds` of wall time; the images per second it took in."
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        x, y = next(batches); trainer.train_step(x, y); n += len(x)
+    return n / (time.perf_counter() - start)
+
+# %% ../nbs/12b_cpu_minute.ipynb #fce77f2e
 def training_speed(trainers:dict, # name -> Trainer; each takes real training steps
                    seconds:float=5., # wall time of each turn
                    rounds:int=3, # turns per trainer
@@ -23,15 +32,13 @@ def training_speed(trainers:dict, # name -> Trainer; each takes real training st
                   ) -> dict: # name -> images per second of each of its turns
     "Images per second of each trainer's `train_step`, the trainers timed in turns so that load changes hit all alike."
     check_number(seconds, 'seconds', lo=0, lo_open=True); check_int(rounds, 'rounds', lo=1)
-    batches, rates, threads = {k: tr.batches() for k, tr in trainers.items()}, {k: [] for k in trainers}, threads or {}
+    check_mapping(trainers, 'trainers', lambda v, name: check_instance(v, name, Trainer))
+    threads = check_mapping(threads or {}, 'threads', lambda v, name: check_int(v, name, 1), keys=trainers, empty=True)
+    batches, rates = {k: tr.batches() for k, tr in trainers.items()}, {k: [] for k in trainers}
     threads0 = torch.get_num_threads()
     for _ in range(rounds):
         for k, tr in trainers.items():
-            if k in threads: torch.set_num_threads(threads[k])
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < seconds:
-                x, y = next(batches[k]); tr.train_step(x, y); n += len(x)
-            rates[k].append(n / (time.perf_counter() - start))
+            torch.set_num_threads(threads.get(k, threads0)); rates[k].append(images_per_second(tr, batches[k], seconds))
     torch.set_num_threads(threads0)                      # as it was before the turns
     return rates
 
@@ -44,6 +51,9 @@ def held_out_score(model, # a class-conditional digit model (8×8 or 16×16)
                    seed:int=0, # seed of the sampling noise
                   ) -> dict: # recognised, recognised_se, fd, and the samples x
     "Draw `n` samples of the classes in turn and score them against the 300 test digits no model saw."
+    if getattr(model, 'num_classes', None) != 10:
+        raise ValueError(f"held_out_score needs a model conditional on the 10 digit classes, got num_classes="
+                         f"{getattr(model, 'num_classes', None)!r}")
     labels = torch.arange(check_int(n, 'n', lo=2)) % 10
     x = sample(model, schedule, sampler, n, labels=labels, guidance=guidance, seed=seed, progress=False)
     acc, se = recognised(x, labels)
