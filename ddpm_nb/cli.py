@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import Tensor
 from fastcore.docments import docments
 from fastcore.script import Param, anno_parser, bool_arg
+from ._checks import check_int
 from .checkpoint import CheckpointError, load_for_sampling
 from .data import DatasetNotAvailableError
 from .runtime import pick_device
@@ -151,17 +152,19 @@ def ddpm_nb_sample(
     labels:str=None,           # 'all' (classes in turn; the default) or a comma list such as 3 or 0,1,2
     seed:int=0,                # random seed
     out:str='samples.png',     # .png grid | .npz arrays | .gif animation of the reverse process
+    scale:int=None,            # .png/.gif: each pixel as scale × scale (default: every image at least 48 px wide)
     device:str='auto',         # auto | cpu | cuda | cuda:N | mps
 ):
     "Draw samples from a trained model and save them as a grid, arrays or an animation."
     _check_out(out)
+    if scale is not None: check_int(scale, '--scale', lo=1)
     model, schedule, _ = load_for_sampling(ckpt, pick_device(device))
     how, k = make_sampler(sampler, steps, eta, T=schedule.T), getattr(model, 'num_classes', None)
     y, w = parse_labels(labels, n, k), guidance if guidance is not None else DEFAULT_GUIDANCE if k is not None else 1.0
     traj, start = Trajectory() if Path(out).suffix.lower() == '.gif' else None, time.perf_counter()
     x = sample(model, schedule, how, n, labels=y, guidance=w, seed=seed, callback=traj, progress=sys.stderr.isatty())
     nrow = k if k is not None and labels in (None, '', 'all') else 8
-    path = save_samples(x, y, out, nrow=nrow, frames=None if traj is None else traj.x_t)
+    path = save_samples(x, y, out, nrow=nrow, frames=None if traj is None else traj.x_t, scale=scale)
     secs = time.perf_counter() - start
     print(f"ddpm_nb_sample: wrote {path}: {n} samples from {ckpt} ({how}, guidance {w:g}) in {secs:.1f} s")
 

@@ -70,10 +70,16 @@ def atomic_write(path, # the file to write
         finally: os.close(fd)
 
 # %% ../nbs/91_viz.ipynb #13635bed
-def save_grid(x:Tensor, path, nrow:int=10) -> Path:
-    "Save images in [-1, 1] of shape (N, C, H, W) as one PNG grid (see `image_grid`), written atomically."
+def _enlarged(g:Tensor, scale:int) -> Tensor:
+    "Grid `g` (C, H, W) with each pixel repeated as `scale` × `scale`."
+    scale = check_int(scale, 'scale', lo=1)
+    return g.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+
+def save_grid(x:Tensor, path, nrow:int=10, scale:int=1) -> Path:
+    "Save images in [-1, 1] (N, C, H, W) as one PNG grid (see `image_grid`), each pixel `scale` × `scale`, atomically."
     from torchvision.utils import save_image
-    with atomic_write(path) as f: save_image(image_grid(x, nrow), f, format='png')
+    g = _enlarged(image_grid(x, nrow), scale)
+    with atomic_write(path) as f: save_image(g, f, format='png')
     return Path(path)
 
 def png_bytes(x:Tensor, nrow:int=10) -> bytes:
@@ -87,9 +93,8 @@ def png_bytes(x:Tensor, nrow:int=10) -> bytes:
 def _gif_frame(x:Tensor, nrow:int, scale:int):
     "One frame: the grid as a PIL image, each pixel shown as scale × scale."
     from PIL import Image
-    a = (image_grid(x, nrow).permute(1, 2, 0) * 255).round().byte().numpy()
-    im = Image.fromarray(a[..., 0] if x.shape[1] == 1 else a)
-    return im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    a = (_enlarged(image_grid(x, nrow), scale).permute(1, 2, 0) * 255).round().byte().numpy()
+    return Image.fromarray(a[..., 0] if x.shape[1] == 1 else a)
 
 def _spread(L:int, k:int) -> list:
     "At most `k` of the indices 0..L-1, evenly spaced, first and last included."
@@ -99,7 +104,7 @@ def _spread(L:int, k:int) -> list:
 def save_gif(frames:list, # image batches (N, C, H, W) in [-1, 1], e.g. a `Trajectory`'s x_t
              path, # where to write the GIF
              nrow:int=8, # images per row of each grid
-             scale:int=3, # show each pixel as scale × scale (16×16 digits are tiny)
+             scale:int=3, # show each pixel as scale × scale (small images are tiny)
              max_frames:int=40, # use at most this many frames, evenly spaced, first and last included
              ms_per_frame:int=60, # display time of one frame
              hold_ms:int=1500, # display time of the last frame
@@ -163,6 +168,7 @@ def save_samples(x:Tensor, # samples: images (N, C, H, W) in [-1, 1], or points 
                  path, # .png, .npz or .gif (see `OUT_FORMATS`)
                  nrow:int=10, # images per grid row
                  frames:list|None=None, # for .gif: the image batches to animate
+                 scale:int|None=None, # .png and .gif: each pixel as scale × scale (None: images ≥ 48 px wide)
                 ) -> Path:
     "Write samples to `path` in the format its extension names, atomically."
     check_tensor(x, 'x', floating=True)
@@ -177,4 +183,6 @@ def save_samples(x:Tensor, # samples: images (N, C, H, W) in [-1, 1], or points 
         with atomic_write(path) as f: np.savez(f, **arrays)
         return Path(path)
     if x.ndim != 4: raise ValueError(f"{ext} needs images; these are {tuple(x.shape[1:])}-shaped samples: use .npz")
-    return save_gif(frames or [x], path, nrow=nrow) if ext == '.gif' else save_grid(x, path, nrow=nrow)
+    scale = -(-48 // x.shape[-1]) if scale is None else scale        # 8×8 digits: 6, 16×16: 3, 32×32: 2
+    return (save_gif(frames or [x], path, nrow=nrow, scale=scale) if ext == '.gif' else
+            save_grid(x, path, nrow=nrow, scale=scale))
