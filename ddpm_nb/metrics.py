@@ -92,7 +92,7 @@ def nearest(x:Tensor, ref:Tensor) -> tuple[Tensor, Tensor]:
 
 # %% ../nbs/12_evaluation.ipynb #7f6675b1
 class DigitJudge:
-    "Scores sets of 16×16 digits against reference digits `ref`, in the features of `digit_judge` (or `classifier`)."
+    "Scores sets of digits (8×8 or 16×16) against digits `ref` in the features of `digit_judge` (or `classifier`)."
     def __init__(self, ref:Tensor, classifier:DigitClassifier|None=None):
         self.clf, self.ref = (classifier or digit_judge()).eval(), ref
         f, _ = self.embed(ref, scale=1.)

@@ -368,7 +368,7 @@ class Trajectory:
 
 # %% ../nbs/11_guidance.ipynb #c62d54cc
 SAMPLERS = ('ddim', 'ddpm')
-DEFAULT_GUIDANCE = 1.5   # w for a class-conditional model when none is given: chosen by measurement in lesson 12
+DEFAULT_GUIDANCE = 1.   # w for a class-conditional model when none is given (1: unguided), measured in lesson 12
 
 def make_sampler(name:str, # 'ddim' or 'ddpm' (see `SAMPLERS`)
                  steps:int|None=None, # DDIM steps (default 50, at most T); DDPM always takes all T

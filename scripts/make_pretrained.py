@@ -37,7 +37,7 @@ def measure(name:str) -> str:
              f"measured on {machine()}.", "",
              f"- Real floor ({N} training digits, 5 draws): FD {pm(floor, 'fd')}, classifier score {pm(floor, 'score', '.2f')}"]
     cond = model.num_classes is not None
-    for w in ((1.0, DEFAULT_GUIDANCE) if cond else (1.0,)):
+    for w in (sorted({1.0, 1.5, DEFAULT_GUIDANCE}) if cond else (1.0,)):
         labels = torch.arange(N) % 10 if cond else None
         xs = [sample(model, schedule, DDIM(50), N, labels=labels, guidance=w, seed=s, progress=False) for s in SEEDS]
         r = over_runs([judge(x, labels) for x in xs])
