@@ -154,7 +154,7 @@ def check_instance(v, name:str, cls) -> object:
     if not isinstance(v, cls): raise ValueError(f"{name} must be a {cls.__name__}, got {type(v).__name__}")
     return v
 
-# %% ../nbs/90_checks.ipynb #6e9ed274
+# %% ../nbs/90_checks.ipynb #3dc50fab
 def check_mapping(d, name:str, check_value, keys=None, empty:bool=False) -> dict:
     "`d` if it is a dict (non-empty unless `empty`, keys among `keys`) whose values pass `check_value(v, name[k])`."
     if not isinstance(d, dict): raise ValueError(f"{name} must be a dict, got {type(d).__name__}")

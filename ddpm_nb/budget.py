@@ -24,7 +24,7 @@ def images_per_second(trainer, batches, seconds:float) -> float:
         x, y = next(batches); trainer.train_step(x, y); n += len(x)
     return n / (time.perf_counter() - start)
 
-# %% ../nbs/12b_cpu_minute.ipynb #fce77f2e
+# %% ../nbs/12b_cpu_minute.ipynb #dd2a52a8
 def training_speed(trainers:dict, # name -> Trainer; each takes real training steps
                    seconds:float=5., # wall time of each turn
                    rounds:int=3, # turns per trainer

@@ -15,7 +15,7 @@ from ._checks import (is_int, check_int, check_number, check_bool, check_choice,
                              shape_str)
 
 # %% auto #0
-__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
+__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'DPMSolver', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
 
 # %% ../nbs/09_ddpm_sampler.ipynb #84b366e3
 _COEF_NAMES = ('betas', 'alpha_bars', 'posterior_variance', 'posterior_mean_coef1', 'posterior_mean_coef2',
@@ -81,8 +81,8 @@ class DDPM:
     variance:str='small' # sigma_t^2: 'small' = posterior variance beta~_t, 'large' = beta_t
     def __post_init__(self): check_choice(self.variance, 'variance', VARIANCES)
 
-    def timesteps(self, T:int) -> list[int]:
-        "T-1, ..., 0: every step of a schedule with `T` steps."
+    def timesteps(self, T:int, schedule:NoiseSchedule|None=None) -> list[int]:
+        "T-1, ..., 0: every step of a schedule with `T` steps (the `schedule` itself is not needed)."
         return list(range(check_int(T, 'T', 1) - 1, -1, -1))
 
     def step(self, schedule:NoiseSchedule, eps:Tensor, t:int, t_prev:int, x_t:Tensor, clip_x0:bool=False,
@@ -149,23 +149,39 @@ def ddim_step(schedule:NoiseSchedule, # the forward process the model was traine
     return _ddim(schedule, eps, int(t), int(t_prev), x_t, _check_eta(eta), clip_x0, noise)[0]
 
 # %% ../nbs/10_ddim.ipynb #9b36ee8a
-SPACINGS = ('uniform', 'trailing', 'quadratic')
+SPACINGS = ('uniform', 'trailing', 'quadratic', 'logsnr')
 
 def ddim_timesteps(T:int, # number of diffusion steps of the schedule
                    steps:int, # number of sampling steps S, 1 <= S <= T
-                   spacing:str='uniform', # 'uniform', 'trailing' or 'quadratic'
+                   spacing:str='uniform', # one of `SPACINGS`
+                   schedule:NoiseSchedule|None=None, # the schedule with `T` steps: needed for 'logsnr' only
                   ) -> list[int]: # S distinct steps in descending order; the first is where sampling starts
     "The timesteps a DDIM sampler with `steps` steps visits, noisiest first; the last jumps to t = -1 (clean data)."
     T, S = check_int(T, 'T', 1), _check_steps(steps, T)
     if check_choice(spacing, 'spacing', SPACINGS) == 'uniform': ts = [i * T // S for i in range(S)]
     elif spacing == 'trailing': ts = [round((S - i) * T / S) - 1 for i in range(S)][::-1]
-    else: ts = [max(4 * T * i * i // (5 * (S - 1) ** 2), i) for i in range(S)] if S > 1 else [0]    # quadratic
+    elif spacing == 'quadratic': ts = [max(4 * T * i * i // (5 * (S - 1) ** 2), i) for i in range(S)] if S > 1 else [0]
+    else: ts = _logsnr_steps(_check_spacing_schedule(schedule, T), S)
     return ts[::-1]
+
+# %% ../nbs/10_ddim.ipynb #59c2ce5e
+def _logsnr_steps(schedule:NoiseSchedule, S:int) -> list[int]:
+    "S distinct steps in ascending order, at log-SNRs spaced evenly from step 0 to step T-1, rounded to the nearest."
+    ls = schedule.log_snr.double().cpu()
+    targets = torch.linspace(ls[0].item(), ls[-1].item(), S, dtype=torch.float64)
+    ts = (ls[None, :] - targets[:, None]).abs().argmin(1).tolist()
+    for i in range(1, S): ts[i] = max(ts[i], ts[i - 1] + 1)           # distinct: a repeated step moves up ...
+    return [min(t, len(ls) - S + i) for i, t in enumerate(ts)]         # ... and none beyond T-1
 
 def _check_steps(steps, T:int) -> int:
     if not (is_int(steps) and 1 <= steps <= T):
         raise ValueError(f"steps must be an integer in [1, T] = [1, {T}], got {steps!r}")
     return int(steps)
+
+def _check_spacing_schedule(schedule, T:int) -> NoiseSchedule:
+    if not isinstance(schedule, NoiseSchedule) or schedule.T != T:
+        raise ValueError(f"spacing='logsnr' needs the NoiseSchedule of T = {T} steps, got {schedule!r}")
+    return schedule
 
 # %% ../nbs/10_ddim.ipynb #58e7af0a
 @dataclass(frozen=True)
@@ -173,12 +189,14 @@ class DDIM:
     "Song et al. (2021)'s sampler: `steps` jumps of Eq. 12 with noise sigma_t(eta) of Eq. 16 (eta=0: deterministic)."
     steps:int=50 # number of steps S, 1 <= S <= T
     eta:float=0. # noise scale of Eq. 16: 0 deterministic, 1 DDPM's posterior variance
-    spacing:str='uniform' # which timesteps: 'uniform', 'trailing' or 'quadratic' (see `ddim_timesteps`)
+    spacing:str='uniform' # which timesteps: one of `SPACINGS` (see `ddim_timesteps`)
     def __post_init__(self):
         object.__setattr__(self, 'steps', check_int(self.steps, 'steps', 1))
         object.__setattr__(self, 'eta', _check_eta(self.eta)); check_choice(self.spacing, 'spacing', SPACINGS)
 
-    def timesteps(self, T:int) -> list[int]: return ddim_timesteps(T, self.steps, self.spacing)
+    def timesteps(self, T:int, schedule:NoiseSchedule|None=None) -> list[int]:
+        "The steps to visit (`ddim_timesteps`); the `schedule` is needed for spacing='logsnr'."
+        return ddim_timesteps(T, self.steps, self.spacing, schedule)
 
     def step(self, schedule:NoiseSchedule, eps:Tensor, t:int, t_prev:int, x_t:Tensor, clip_x0:bool=False,
              generator:torch.Generator|None=None) -> tuple[Tensor, Tensor]:
@@ -199,7 +217,7 @@ def ddim_invert(model, # the denoiser, called as model(x_t, t, labels) with t a 
     _check_invert(schedule, x0)
     c, x, t_from, net = _step_coefs(schedule), x0, -1, noise_predictor(model, schedule)
     with _evaluating(model):
-        for t in tqdm(ddim_timesteps(schedule.T, steps, spacing)[::-1], disable=not progress):
+        for t in tqdm(ddim_timesteps(schedule.T, steps, spacing, schedule)[::-1], disable=not progress):
             eps = _check_eps(net(x, torch.full((len(x),), max(t_from, 0), device=x.device), labels), x)
             x = _eq12(x, eps, c.alpha_bars[t_from] if t_from >= 0 else 1., c.alpha_bars[t])[0]   # Eq. 12, upwards
             t_from = t
@@ -226,6 +244,51 @@ def _check_invert(schedule, x0):
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 2:
         raise ValueError(f"x0 must be a floating-point tensor of shape (B, ...), got {shape_str(x0)}")
 
+# %% ../nbs/10b_solvers.ipynb #64c40514
+def _lam(ab:float) -> float: return 0.5 * math.log(ab / (1 - ab))     # λ = log(α / σ), half the log-SNR
+
+def _dpm_update(x_s:Tensor, D:Tensor, ab_s:float, ab_t:float) -> Tensor:
+    "Eq. 2 from noise level `ab_s` to `ab_t` < 1, with `D` standing in for the data prediction."
+    h = _lam(ab_t) - _lam(ab_s)
+    return math.sqrt((1 - ab_t) / (1 - ab_s)) * x_s - math.sqrt(ab_t) * math.expm1(-h) * D
+
+# %% ../nbs/10b_solvers.ipynb #9cd77843
+class _DPMRun:
+    "One run of `DPMSolver`: its steps, with the last data prediction and step length in λ for Eq. 3."
+    def __init__(self, order:int): self.order, self.last = order, None
+
+    def step(self, schedule:NoiseSchedule, eps:Tensor, t:int, t_prev:int, x_t:Tensor, clip_x0:bool=False,
+             generator:torch.Generator|None=None) -> tuple[Tensor, Tensor]:
+        "From x_t to x_{t_prev} by Eqs. 2-3: (x_{t_prev}, predicted x0)."
+        _check_step(schedule, eps, t, x_t, None, clip_x0); _check_t_prev(t_prev, t)
+        c = _step_coefs(schedule); ab, ab_prev = c.alpha_bars[t], c.alpha_bars[t_prev] if t_prev >= 0 else 1.
+        x0 = (x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+        if clip_x0: x0 = x0.clamp(-1, 1)
+        if t_prev < 0: return x0, x0                                  # to the clean data: sigma = 0
+        h = _lam(ab_prev) - _lam(ab)
+        D = x0 if self.order == 1 or self.last is None else x0 + h / (2 * self.last[1]) * (x0 - self.last[0])  # Eq. 3
+        self.last = x0, h
+        return _dpm_update(x_t, D, ab, ab_prev), x0
+
+# %% ../nbs/10b_solvers.ipynb #607fec81
+@dataclass(frozen=True)
+class DPMSolver:
+    "Lu et al. (2022)'s DPM-Solver++: Eq. 2 with Eq. 3's second-order multistep correction (order 2), or DDIM (1)."
+    steps:int=20 # number of steps S = network calls, 1 <= S <= T
+    spacing:str='logsnr' # which timesteps: one of `SPACINGS` (see `ddim_timesteps`)
+    order:int=2 # 2: DPM-Solver++(2M); 1: the first-order method, DDIM's step
+    def __post_init__(self):
+        object.__setattr__(self, 'steps', check_int(self.steps, 'steps', 1))
+        check_choice(self.spacing, 'spacing', SPACINGS); check_choice(self.order, 'order', (1, 2))
+
+    def timesteps(self, T:int, schedule:NoiseSchedule|None=None) -> list[int]:
+        "The steps to visit (`ddim_timesteps`); the `schedule` is needed for spacing='logsnr'."
+        return ddim_timesteps(T, self.steps, self.spacing, schedule)
+
+    def begin(self) -> _DPMRun:
+        "A fresh run, whose `step` is called once per timestep, noisiest first."
+        return _DPMRun(self.order)
+
 # %% ../nbs/11_guidance.ipynb #01288034
 def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
                x_t:Tensor, # current samples (B, ...)
@@ -249,7 +312,7 @@ def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
 # %% ../nbs/11_guidance.ipynb #31f29658
 def sample(model, # the denoiser, model(x_t, t, labels) with t a LongTensor (B,); see `noise_predictor`
            schedule:NoiseSchedule, # the forward process the model was trained with
-           sampler, # a sampler object: DDPM(...), DDIM(...), or `make_sampler(name)`
+           sampler, # a sampler object: DDPM(...), DDIM(...), DPMSolver(...), or `make_sampler(name)`
            n:int, # number of samples
            labels:Tensor|int|None=None, # class per sample (n,), one int for all, or None
            guidance:float=1., # classifier-free guidance weight w (1: plain conditional, 0: unconditional)
@@ -268,24 +331,26 @@ def sample(model, # the denoiser, model(x_t, t, labels) with t a LongTensor (B,)
     x, clip_x0, g = _start(model, n, shape, x_T, device, clip_x0, seed)
     labels, net = None if labels is None else labels.to(x.device), noise_predictor(model, schedule)
     if hasattr(callback, 'start'): callback.start(x)
+    stepper = sampler.begin() if hasattr(sampler, 'begin') else sampler     # a solver with a memory starts afresh
     with _evaluating(model):
         steps = tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc=type(sampler).__name__)
         for i, (t, t_prev) in enumerate(steps):
             eps = guided_eps(net, x, torch.full((n,), t, device=x.device), labels, guidance, null_label)
-            x, x0_pred = sampler.step(schedule, eps, t, t_prev, x, clip_x0, g)
+            x, x0_pred = stepper.step(schedule, eps, t, t_prev, x, clip_x0, g)
             if callback is not None: callback(i, t, x, x0_pred)
     return x
 
 # %% ../nbs/11_guidance.ipynb #cb984361
-def _check_sampler(sampler, T:int) -> list[int]:
-    "The sampler's timesteps for a schedule of `T` steps, or a ValueError if `sampler` is no sampler object."
+def _check_sampler(sampler, schedule:NoiseSchedule) -> list[int]:
+    "The sampler's timesteps for `schedule`, or a ValueError if `sampler` is no sampler object."
     if isinstance(sampler, str):
         raise ValueError(f"sampler must be a sampler object such as DDIM(steps=50) or DDPM(), got the string "
                          f"{sampler!r}; make_sampler({sampler!r}) builds one from a name")
-    if not (callable(getattr(sampler, 'timesteps', None)) and callable(getattr(sampler, 'step', None))):
-        raise ValueError(f"sampler must have .timesteps(T) and .step(...), like DDIM() or DDPM(), "
-                         f"got {type(sampler).__name__}")
-    return sampler.timesteps(T)
+    stepper = getattr(sampler, 'begin', getattr(sampler, 'step', None))
+    if not (callable(getattr(sampler, 'timesteps', None)) and callable(stepper)):
+        raise ValueError(f"sampler must have .timesteps(T, schedule) and .step(...) (or .begin() for a run with a "
+                         f"memory), like DDIM(), DDPM() or DPMSolver(), got {type(sampler).__name__}")
+    return sampler.timesteps(schedule.T, schedule)
 
 # %% ../nbs/11_guidance.ipynb #69106af9
 def _check_labels(labels, n:int, model, null_label):
@@ -311,7 +376,7 @@ def _check_sample_args(model, schedule, sampler, n, labels, guidance, seed, null
     if not callable(model):
         raise ValueError(f"model must be callable as model(x_t, t, labels), got {type(model).__name__}")
     check_instance(schedule, 'schedule', NoiseSchedule)
-    ts, n = _check_sampler(sampler, schedule.T), check_int(n, 'n', 1)
+    ts, n = _check_sampler(sampler, schedule), check_int(n, 'n', 1)
     if seed is not None and not is_int(seed): raise ValueError(f"seed must be an int or None, got {seed!r}")
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable or None, got {callback!r}")
@@ -367,22 +432,24 @@ class Trajectory:
         self.t.append(t); self.x_t.append(x_t); self.x0_pred.append(x0_pred)
 
 # %% ../nbs/11_guidance.ipynb #c62d54cc
-SAMPLERS = ('ddim', 'ddpm')
+SAMPLERS = ('ddim', 'ddpm', 'dpm++')
 DEFAULT_GUIDANCE = 1.   # w for a class-conditional model when none is given (1: unguided), measured in lesson 12
 
-def make_sampler(name:str, # 'ddim' or 'ddpm' (see `SAMPLERS`)
-                 steps:int|None=None, # DDIM steps (default 50, at most T); DDPM always takes all T
+def make_sampler(name:str, # one of `SAMPLERS`; 'dpm++' is `DPMSolver`, DPM-Solver++(2M)
+                 steps:int|None=None, # DDIM (default 50) or DPM-Solver++ (default 20) steps, at most T; DDPM takes all T
                  eta:float=0., # DDIM noise scale in [0, 1]
-                 spacing:str='uniform', # DDIM timesteps: 'uniform', 'trailing' or 'quadratic'
-                 T:int|None=None, # the schedule's number of steps, if known: for the messages and DDIM's default
-                ) -> DDIM|DDPM:
+                 spacing:str|None=None, # timesteps (`SPACINGS`); default 'uniform' for DDIM, 'logsnr' for DPM-Solver++
+                 T:int|None=None, # the schedule's number of steps, if known: for the messages and the default steps
+                ) -> DDIM|DDPM|DPMSolver:
     "The sampler object for a name and the options of the command line."
-    if check_choice(name, 'sampler', SAMPLERS) == 'ddim':
-        return DDIM(min(50, T or 50) if steps is None else steps, eta, spacing)
+    name = check_choice(name, 'sampler', SAMPLERS)
+    if eta != 0 and name != 'ddim':
+        raise ValueError(f"eta only applies to sampler='ddim', got eta={eta!r} with sampler={name!r}")
+    if name == 'ddim': return DDIM(min(50, T or 50) if steps is None else steps, eta, spacing or 'uniform')
+    if name == 'dpm++': return DPMSolver(min(20, T or 20) if steps is None else steps, spacing or 'logsnr')
     if steps not in (None, T):
         raise ValueError(f"sampler='ddpm' runs all T{'' if T is None else f' = {T}'} steps, got steps={steps!r}; "
-                         "for fewer steps use sampler='ddim' (eta=1 adds DDPM's noise)")
-    if eta != 0: raise ValueError(f"eta only applies to sampler='ddim', got eta={eta!r} with sampler='ddpm'")
-    if spacing != 'uniform':
-        raise ValueError(f"spacing only applies to sampler='ddim', got spacing={spacing!r} with sampler='ddpm'")
+                         "for fewer steps use sampler='ddim' (eta=1 adds DDPM's noise) or 'dpm++'")
+    if spacing is not None:
+        raise ValueError(f"spacing does not apply to sampler='ddpm' (it visits every step), got spacing={spacing!r}")
     return DDPM()
