@@ -20,9 +20,9 @@ import torch
 from ddpm_nb.budget import held_out_score, fd_floor
 from ddpm_nb.checkpoint import load_model
 from ddpm_nb.runtime import bf16_is_fast
-from ddpm_nb.samplers import DDIM
+from ddpm_nb.samplers import DDIM, SPACINGS
 from ddpm_nb.train import Trainer, TrainConfig
-from ddpm_nb.viz import save_grid
+from ddpm_nb.viz import save_samples
 
 
 def machine() -> str:
@@ -54,7 +54,7 @@ def main(argv=None):
     p.add_argument('--n', type=int, default=1000, help='samples scored')
     p.add_argument('--guidance', type=float, default=1.0, help='classifier-free guidance weight of the samples')
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='TrainConfig overrides')
-    p.add_argument('--spacing', default='uniform', choices=['uniform', 'trailing', 'quadratic'], help="DDIM's timesteps")
+    p.add_argument('--spacing', default='uniform', choices=list(SPACINGS), help="DDIM's timesteps")
     p.add_argument('--ckpt', default=None, help='score this run folder instead of training a new one')
     p.add_argument('--out', default=None, help='run folder (default: a temporary one)')
     a = p.parse_args(argv)
@@ -69,7 +69,7 @@ def main(argv=None):
     start = time.perf_counter()
     r = held_out_score(model, schedule, a.n, a.guidance, DDIM(50, spacing=a.spacing))
     sample_s, floor = time.perf_counter() - start, fd_floor(a.n)
-    grid = save_grid(r['x'][:40], out.parent / 'samples.png')
+    grid = save_samples(r['x'][:40], None, out.parent / 'samples.png')       # each digit enlarged to 48 px or more
     print("\n| steps | train img/s | final loss | sample+score s | recognised | FD | floor FD (same N) | FD / floor |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| {trainer.step} | {trainer.step * trainer.cfg.batch_size / trainer.elapsed:.0f} | "
