@@ -104,7 +104,6 @@ def ddpm_nb_train(
         trainer = _resumed_run(resume, out, given) if resume else _new_run(out, given)
         if trainer.is_main: print('ddpm_nb_train:', trainer.describe())
         trainer.fit(progress=sys.stderr.isatty())      # a bar in a terminal, not in logs or notebooks
-        if dist.is_initialized(): dist.barrier()       # all processes finish before any leaves (gloo can abort else)
         if trainer.is_main:
             print(f"done: step {trainer.step}, {trainer.elapsed / 60:.1f} min; run folder {trainer.out}")
     finally:

@@ -149,38 +149,45 @@ def ddim_step(schedule:NoiseSchedule, # the forward process the model was traine
     return _ddim(schedule, eps, int(t), int(t_prev), x_t, _check_eta(eta), clip_x0, noise)[0]
 
 # %% ../nbs/10_ddim.ipynb #9b36ee8a
-SPACINGS = ('uniform', 'trailing', 'quadratic', 'logsnr')
+SPACINGS = ('uniform', 'trailing', 'quadratic', 'logsnr', 'karras')
 
 def ddim_timesteps(T:int, # number of diffusion steps of the schedule
                    steps:int, # number of sampling steps S, 1 <= S <= T
                    spacing:str='uniform', # one of `SPACINGS`
-                   schedule:NoiseSchedule|None=None, # the schedule with `T` steps: needed for 'logsnr' only
+                   schedule:NoiseSchedule|None=None, # the schedule with `T` steps: needed for 'logsnr' and 'karras'
                   ) -> list[int]: # S distinct steps in descending order; the first is where sampling starts
     "The timesteps a DDIM sampler with `steps` steps visits, noisiest first; the last jumps to t = -1 (clean data)."
     T, S = check_int(T, 'T', 1), _check_steps(steps, T)
     if check_choice(spacing, 'spacing', SPACINGS) == 'uniform': ts = [i * T // S for i in range(S)]
     elif spacing == 'trailing': ts = [round((S - i) * T / S) - 1 for i in range(S)][::-1]
     elif spacing == 'quadratic': ts = [max(4 * T * i * i // (5 * (S - 1) ** 2), i) for i in range(S)] if S > 1 else [0]
-    else: ts = _logsnr_steps(_check_spacing_schedule(schedule, T), S)
+    else: ts = _steps_at(_check_spacing_schedule(schedule, T, spacing), _spaced_log_snrs(schedule, S, spacing))
     return ts[::-1]
 
 # %% ../nbs/10_ddim.ipynb #59c2ce5e
-def _logsnr_steps(schedule:NoiseSchedule, S:int) -> list[int]:
-    "S distinct steps in ascending order, at log-SNRs spaced evenly from step 0 to step T-1, rounded to the nearest."
-    ls = schedule.log_snr.double().cpu()
-    targets = torch.linspace(ls[0].item(), ls[-1].item(), S, dtype=torch.float64)
-    ts = (ls[None, :] - targets[:, None]).abs().argmin(1).tolist()
-    for i in range(1, S): ts[i] = max(ts[i], ts[i - 1] + 1)           # distinct: a repeated step moves up ...
-    return [min(t, len(ls) - S + i) for i, t in enumerate(ts)]         # ... and none beyond T-1
+def _spaced_log_snrs(schedule:NoiseSchedule, S:int, spacing:str) -> Tensor:
+    "S log-SNRs from step 0's to step T-1's, evenly spaced ('logsnr') or on Karras et al.'s sigma grid ('karras')."
+    lo, hi = schedule.log_snr[0].item(), schedule.log_snr[-1].item()
+    if spacing == 'logsnr': return torch.linspace(lo, hi, S, dtype=torch.float64)
+    r = torch.linspace(math.exp(-hi / 2) ** (1 / 7), math.exp(-lo / 2) ** (1 / 7), S, dtype=torch.float64)
+    return (-2 * (r ** 7).log()).flip(0)              # sigma~ = exp(-log-SNR / 2), rho = 7; from step 0 upwards
 
+def _steps_at(schedule:NoiseSchedule, log_snrs:Tensor) -> list[int]:
+    "The steps of nearest log-SNR, in ascending order, made distinct: a repeated step moves up, none beyond T-1."
+    ls, S = schedule.log_snr.double().cpu(), len(log_snrs)
+    ts = (ls[None, :] - log_snrs[:, None]).abs().argmin(1).tolist()
+    for i in range(1, S): ts[i] = max(ts[i], ts[i - 1] + 1)
+    return [min(t, len(ls) - S + i) for i, t in enumerate(ts)]
+
+# %% ../nbs/10_ddim.ipynb #32654cfa
 def _check_steps(steps, T:int) -> int:
     if not (is_int(steps) and 1 <= steps <= T):
         raise ValueError(f"steps must be an integer in [1, T] = [1, {T}], got {steps!r}")
     return int(steps)
 
-def _check_spacing_schedule(schedule, T:int) -> NoiseSchedule:
+def _check_spacing_schedule(schedule, T:int, spacing:str) -> NoiseSchedule:
     if not isinstance(schedule, NoiseSchedule) or schedule.T != T:
-        raise ValueError(f"spacing='logsnr' needs the NoiseSchedule of T = {T} steps, got {schedule!r}")
+        raise ValueError(f"spacing={spacing!r} needs the NoiseSchedule of T = {T} steps, got {schedule!r}")
     return schedule
 
 # %% ../nbs/10_ddim.ipynb #58e7af0a

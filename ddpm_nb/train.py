@@ -493,6 +493,7 @@ def fit(self:Trainer,
     except TrainingDiverged as e: raise TrainingDiverged(self._diverged(e)) from None
     finally: self._callback('cleanup_fit')
     self._callback('after_fit')
+    if self.world > 1: dist.barrier()          # every process finishes before any leaves (gloo can abort else)
     return self
 
 # %% ../nbs/08_training.ipynb #966c722f
