@@ -15,7 +15,7 @@ from ._checks import (is_int, check_int, check_number, check_bool, check_choice,
                              shape_str)
 
 # %% auto #0
-__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'DPMSolver', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
+__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'DPMSolver', 'Heun', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
 
 # %% ../nbs/09_ddpm_sampler.ipynb #84b366e3
 _COEF_NAMES = ('betas', 'alpha_bars', 'posterior_variance', 'posterior_mean_coef1', 'posterior_mean_coef2',
@@ -296,6 +296,40 @@ class DPMSolver:
         "A fresh run, whose `step` is called once per timestep, noisiest first."
         return _DPMRun(self.order)
 
+# %% ../nbs/10b_solvers.ipynb #0e958918
+class _HeunRun:
+    "One run of `Heun`: an Euler (= DDIM) step, then, at the same step's end, its correction with the mean slope."
+    def __init__(self): self.start = None                            # (x, eps, t) where the step to correct began
+
+    def step(self, schedule:NoiseSchedule, eps:Tensor, t:int, t_prev:int, x_t:Tensor, clip_x0:bool=False,
+             generator:torch.Generator|None=None) -> tuple[Tensor, Tensor]:
+        "The Euler step from `t` to `t_prev`, or (on the next call, at its end) Heun's correction of it."
+        _check_step(schedule, eps, t, x_t, None, clip_x0)
+        if self.start is not None:                                   # Eq. 4 with the mean of both ends' slopes
+            x_s, eps_s, s = self.start; self.start = None
+            return _ddim(schedule, (eps_s + eps) / 2, s, t, x_s, 0., clip_x0)
+        _check_t_prev(t_prev, t)
+        if t_prev >= 0: self.start = x_t, eps, t                     # the jump to the data stays Euler
+        return _ddim(schedule, eps, t, t_prev, x_t, 0., clip_x0)
+
+# %% ../nbs/10b_solvers.ipynb #57565f86
+@dataclass(frozen=True)
+class Heun:
+    "Karras et al. (2022)'s deterministic sampler: Euler steps of Eq. 4 with Heun's correction, 2N - 1 network calls."
+    steps:int=10 # number of steps N, 1 <= N <= T; the calls are 2N - 1
+    spacing:str='karras' # which timesteps: one of `SPACINGS` (see `ddim_timesteps`)
+    def __post_init__(self):
+        object.__setattr__(self, 'steps', check_int(self.steps, 'steps', 1)); check_choice(self.spacing, 'spacing', SPACINGS)
+
+    def timesteps(self, T:int, schedule:NoiseSchedule|None=None) -> list[int]:
+        "Where the network is called: each step's start, then its end again for the correction; the schedule as DDIM's."
+        ts = ddim_timesteps(T, self.steps, self.spacing, schedule)
+        return ts[:1] + [t for t in ts[1:] for _ in (0, 1)]
+
+    def begin(self) -> _HeunRun:
+        "A fresh run, whose `step` is called once per entry of `timesteps`."
+        return _HeunRun()
+
 # %% ../nbs/11_guidance.ipynb #01288034
 def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
                x_t:Tensor, # current samples (B, ...)
@@ -439,24 +473,27 @@ class Trajectory:
         self.t.append(t); self.x_t.append(x_t); self.x0_pred.append(x0_pred)
 
 # %% ../nbs/11_guidance.ipynb #c62d54cc
-SAMPLERS = ('ddim', 'ddpm', 'dpm++')
+SAMPLERS = ('ddim', 'ddpm', 'dpm++', 'euler', 'heun')
 DEFAULT_GUIDANCE = 1.   # w for a class-conditional model when none is given (1: unguided), measured in lesson 12
+_ODE_SAMPLERS = {'dpm++': (DPMSolver, 20, 'logsnr'), 'euler': (DDIM, 20, 'karras'), 'heun': (Heun, 10, 'karras')}
 
-def make_sampler(name:str, # one of `SAMPLERS`; 'dpm++' is `DPMSolver`, DPM-Solver++(2M)
-                 steps:int|None=None, # DDIM (default 50) or DPM-Solver++ (default 20) steps, at most T; DDPM takes all T
+def make_sampler(name:str, # one of `SAMPLERS`: 'dpm++' is `DPMSolver`, 'euler' DDIM on Karras' grid, 'heun' `Heun`
+                 steps:int|None=None, # steps, at most T (default: DDIM 50, dpm++ and euler 20, heun 10); DDPM takes all T
                  eta:float=0., # DDIM noise scale in [0, 1]
-                 spacing:str|None=None, # timesteps (`SPACINGS`); default 'uniform' for DDIM, 'logsnr' for DPM-Solver++
+                 spacing:str|None=None, # timesteps (`SPACINGS`); default 'uniform' for DDIM, else the solver's own
                  T:int|None=None, # the schedule's number of steps, if known: for the messages and the default steps
-                ) -> DDIM|DDPM|DPMSolver:
+                ) -> DDIM|DDPM|DPMSolver|Heun:
     "The sampler object for a name and the options of the command line."
     name = check_choice(name, 'sampler', SAMPLERS)
     if eta != 0 and name != 'ddim':
         raise ValueError(f"eta only applies to sampler='ddim', got eta={eta!r} with sampler={name!r}")
     if name == 'ddim': return DDIM(min(50, T or 50) if steps is None else steps, eta, spacing or 'uniform')
-    if name == 'dpm++': return DPMSolver(min(20, T or 20) if steps is None else steps, spacing or 'logsnr')
+    if name in _ODE_SAMPLERS:
+        cls, default, grid = _ODE_SAMPLERS[name]
+        return cls(min(default, T or default) if steps is None else steps, spacing=spacing or grid)
     if steps not in (None, T):
         raise ValueError(f"sampler='ddpm' runs all T{'' if T is None else f' = {T}'} steps, got steps={steps!r}; "
-                         "for fewer steps use sampler='ddim' (eta=1 adds DDPM's noise) or 'dpm++'")
+                         "for fewer steps use sampler='ddim' (eta=1 adds DDPM's noise) or an ODE solver")
     if spacing is not None:
         raise ValueError(f"spacing does not apply to sampler='ddpm' (it visits every step), got spacing={spacing!r}")
     return DDPM()

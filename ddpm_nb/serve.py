@@ -32,14 +32,14 @@ class SampleRequest(BaseModel):
     label: int | None = Field(None, ge=0, description='class of every image; default: the classes in turn')
     guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE,
                                    description=f'guidance w; default {DEFAULT_GUIDANCE:g} if conditional, else 1')
-    sampler: Literal[SAMPLERS] = Field('ddim', description='ddim, ddpm (all T steps) or dpm++ (DPM-Solver++(2M))')
-    steps: int = Field(50, ge=1, description='DDIM or DPM-Solver++ steps, at most T (ignored by ddpm)')
+    sampler: Literal[SAMPLERS] = Field('ddim', description='ddim, ddpm (all T steps), or an ODE solver: dpm++, euler, heun')
+    steps: int = Field(50, ge=1, description='steps, at most T (ignored by ddpm; heun makes 2 steps - 1 calls)')
     eta: float = Field(0.0, ge=0, le=1, description='DDIM noise: 0 deterministic, 1 as much as DDPM')
     seed: int = Field(0, ge=0, lt=2**63, description='random seed: the same request and seed give the same image')
 
 # %% ../nbs/13_serve.ipynb #0663e294
 def request_sampler(r:SampleRequest):
-    "The sampler object `r` asks for (DDPM ignores `steps` and `eta`; see `check_request` for DPM-Solver++'s `eta`)."
+    "The sampler object `r` asks for (DDPM ignores `steps` and `eta`; see `check_request` for the ODE solvers' `eta`)."
     return make_sampler('ddpm') if r.sampler == 'ddpm' else make_sampler(r.sampler, r.steps, r.eta)
 
 def request_labels(r:SampleRequest, num_classes:int|None) -> tuple[Tensor|None, float]:
@@ -61,8 +61,8 @@ def check_request(r:SampleRequest, num_classes:int|None, T:int) -> JSONResponse|
         return _invalid('label', f'label must be in 0..{num_classes - 1}, got {r.label}')
     if r.guidance not in (None, 1.0) and num_classes is None:
         return _invalid('guidance', 'this model is unconditional: guidance must be 1 or left out')
-    if r.sampler == 'dpm++' and r.eta != 0:
-        return _invalid('eta', f"eta only applies to sampler='ddim' (DPM-Solver++ adds no noise), got {r.eta:g}")
+    if r.sampler not in ('ddim', 'ddpm') and r.eta != 0:
+        return _invalid('eta', f"eta only applies to sampler='ddim' ({r.sampler} adds no noise), got {r.eta:g}")
     if r.sampler != 'ddpm' and r.steps > T: return _invalid('steps', f'steps must be at most T = {T}, got {r.steps}')
     return None
 
