@@ -319,7 +319,8 @@ class Heun:
     steps:int=10 # number of steps N, 1 <= N <= T; the calls are 2N - 1
     spacing:str='karras' # which timesteps: one of `SPACINGS` (see `ddim_timesteps`)
     def __post_init__(self):
-        object.__setattr__(self, 'steps', check_int(self.steps, 'steps', 1)); check_choice(self.spacing, 'spacing', SPACINGS)
+        object.__setattr__(self, 'steps', check_int(self.steps, 'steps', 1))
+        check_choice(self.spacing, 'spacing', SPACINGS)
 
     def timesteps(self, T:int, schedule:NoiseSchedule|None=None) -> list[int]:
         "Where the network is called: each step's start, then its end again for the correction; the schedule as DDIM's."
@@ -478,7 +479,7 @@ DEFAULT_GUIDANCE = 1.   # w for a class-conditional model when none is given (1:
 _ODE_SAMPLERS = {'dpm++': (DPMSolver, 20, 'logsnr'), 'euler': (DDIM, 20, 'karras'), 'heun': (Heun, 10, 'karras')}
 
 def make_sampler(name:str, # one of `SAMPLERS`: 'dpm++' is `DPMSolver`, 'euler' DDIM on Karras' grid, 'heun' `Heun`
-                 steps:int|None=None, # steps, at most T (default: DDIM 50, dpm++ and euler 20, heun 10); DDPM takes all T
+                 steps:int|None=None, # at most T (default: ddim 50, dpm++ and euler 20, heun 10); DDPM takes all T
                  eta:float=0., # DDIM noise scale in [0, 1]
                  spacing:str|None=None, # timesteps (`SPACINGS`); default 'uniform' for DDIM, else the solver's own
                  T:int|None=None, # the schedule's number of steps, if known: for the messages and the default steps

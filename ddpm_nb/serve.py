@@ -32,7 +32,7 @@ class SampleRequest(BaseModel):
     label: int | None = Field(None, ge=0, description='class of every image; default: the classes in turn')
     guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE,
                                    description=f'guidance w; default {DEFAULT_GUIDANCE:g} if conditional, else 1')
-    sampler: Literal[SAMPLERS] = Field('ddim', description='ddim, ddpm (all T steps), or an ODE solver: dpm++, euler, heun')
+    sampler: Literal[SAMPLERS] = Field('ddim', description='ddim, ddpm (all T steps), or dpm++, euler, heun')
     steps: int = Field(50, ge=1, description='steps, at most T (ignored by ddpm; heun makes 2 steps - 1 calls)')
     eta: float = Field(0.0, ge=0, le=1, description='DDIM noise: 0 deterministic, 1 as much as DDPM')
     seed: int = Field(0, ge=0, lt=2**63, description='random seed: the same request and seed give the same image')
