@@ -144,7 +144,7 @@ def _check_out(out:str):
 def ddpm_nb_sample(
     ckpt:str='digits-cond',    # checkpoint file, run folder of ddpm_nb_train, or shipped model name
     n:int=40,                  # number of samples
-    sampler:str='ddim',        # ddim | ddpm | dpm++ | euler | heun (the ODE solvers of lesson 10b)
+    sampler:str='dpm++',       # dpm++ (DPM-Solver++(2M): lesson 12's best per call) | ddim | ddpm | euler | heun
     steps:int=None,            # steps (default: ddim 50, dpm++ and euler 20, heun 10); DDPM always takes all T
     eta:float=0.0,             # DDIM noise: 0 deterministic, 1 as much as DDPM
     guidance:float=None,       # classifier-free guidance weight w (default: DEFAULT_GUIDANCE if class-conditional)

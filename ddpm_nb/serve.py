@@ -32,8 +32,8 @@ class SampleRequest(BaseModel):
     label: int | None = Field(None, ge=0, description='class of every image; default: the classes in turn')
     guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE,
                                    description=f'guidance w; default {DEFAULT_GUIDANCE:g} if conditional, else 1')
-    sampler: Literal[SAMPLERS] = Field('ddim', description='ddim, ddpm (all T steps), or dpm++, euler, heun')
-    steps: int = Field(50, ge=1, description='steps, at most T (ignored by ddpm; heun makes 2 steps - 1 calls)')
+    sampler: Literal[SAMPLERS] = Field('dpm++', description='dpm++ (the default, lesson 12), ddim, ddpm, euler, heun')
+    steps: int | None = Field(None, ge=1, description="steps, at most T (default: the sampler's own; ignored by ddpm)")
     eta: float = Field(0.0, ge=0, le=1, description='DDIM noise: 0 deterministic, 1 as much as DDPM')
     seed: int = Field(0, ge=0, lt=2**63, description='random seed: the same request and seed give the same image')
 
@@ -63,7 +63,7 @@ def check_request(r:SampleRequest, num_classes:int|None, T:int) -> JSONResponse|
         return _invalid('guidance', 'this model is unconditional: guidance must be 1 or left out')
     if r.sampler not in ('ddim', 'ddpm') and r.eta != 0:
         return _invalid('eta', f"eta only applies to sampler='ddim' ({r.sampler} adds no noise), got {r.eta:g}")
-    if r.sampler != 'ddpm' and r.steps > T: return _invalid('steps', f'steps must be at most T = {T}, got {r.steps}')
+    if r.sampler != 'ddpm' and (r.steps or 0) > T: return _invalid('steps', f'steps must be at most T = {T}, got {r.steps}')
     return None
 
 # %% ../nbs/13_serve.ipynb #9689b1f1
@@ -71,12 +71,12 @@ def draw(model:nn.Module, schedule:NoiseSchedule, r:SampleRequest) -> tuple[byte
     "Sample what the (checked) request `r` asks for: the PNG grid, and the settings used."
     k = getattr(model, 'num_classes', None)
     labels, w = request_labels(r, k)
-    start = time.perf_counter()
+    how, start = request_sampler(r), time.perf_counter()
     with torch.no_grad():
-        x = sample(model, schedule, request_sampler(r), r.n, labels=labels, guidance=w, seed=r.seed, progress=False)
+        x = sample(model, schedule, how, r.n, labels=labels, guidance=w, seed=r.seed, progress=False)
     nrow = min(r.n, k if k is not None and r.label is None else 8)
-    info = dict(r.model_dump(), guidance=w, labels=None if labels is None else labels.tolist(),
-                seconds=round(time.perf_counter() - start, 3))
+    info = dict(r.model_dump(), steps=getattr(how, 'steps', schedule.T), guidance=w,        # the steps taken
+                labels=None if labels is None else labels.tolist(), seconds=round(time.perf_counter() - start, 3))
     return png_bytes(x, nrow), info
 
 # %% ../nbs/13_serve.ipynb #1969b6be
