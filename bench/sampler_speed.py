@@ -1,4 +1,4 @@
-"""How much the samplers cost beside the network, and how much faster DDIM is than DDPM, on the shipped digits models.
+"""How much the samplers (DDIM, DDPM, DPM-Solver++, Euler, Heun) cost beside the network, on the shipped digits models.
 
     python bench/sampler_speed.py [--n 64] [--repeats 5] [--threads N]
 
@@ -7,13 +7,13 @@ its total time and the time spent inside the network's forward passes; the sampl
 the network time (median over `--repeats` runs). Measuring both in the same run keeps a shared machine's changing speed
 out of the ratio. It also times DDPM with all 1,000 steps against DDIM with 50, and one guided forward pass on a batch of
 2B against two passes of B.
-Targets (issue 5): overhead <= 5 %; DDIM-50 >= 18x faster than DDPM-1000.
+Targets (issues 5 and 15): overhead <= 5 % for every sampler; DDIM-50 >= 18x faster than DDPM-1000.
 """
 import argparse, datetime, os, platform, statistics, time
 import torch
 from torch import nn
 from ddpm_nb.checkpoint import load_pretrained
-from ddpm_nb.samplers import DDIM, DDPM, sample
+from ddpm_nb.samplers import DDIM, DDPM, DPMSolver, Heun, sample
 
 
 class TimedNet(nn.Module):
@@ -27,6 +27,7 @@ class TimedNet(nn.Module):
     null_label = property(lambda self: self.net.null_label)
     num_classes = property(lambda self: self.net.num_classes)
     sample_shape = property(lambda self: self.net.sample_shape)
+    prediction = property(lambda self: self.net.prediction)   # so that `sample` converts v to eps as for the net
 
 
 def timed(f):
@@ -48,6 +49,10 @@ def main(argv=None):
         'DDIM 50, unconditional': (uncond, DDIM(steps=50), {}),
         'DDIM 50, guided w=3 (2B)': (cond, DDIM(steps=50), dict(labels=labels, guidance=3.)),
         'DDPM 1000, unconditional': (uncond, DDPM(), {}),
+        'DPM-Solver++(2M) 20, unconditional': (uncond, DPMSolver(20), {}),
+        'DPM-Solver++(2M) 20, guided w=3 (2B)': (cond, DPMSolver(20), dict(labels=labels, guidance=3.)),
+        'Euler 20 (DDIM, karras steps), unconditional': (uncond, DDIM(20, spacing='karras'), {}),
+        'Heun 10 (19 calls), unconditional': (uncond, Heun(10), {}),
     }
     print(f"{datetime.date.today()} | {platform.processor() or platform.machine()} | torch {torch.__version__}, {torch.get_num_threads()} threads "
           f"| n = {n}, {a.repeats} runs per variant | load avg {' '.join(f'{l:.2f}' for l in os.getloadavg())}")
@@ -55,7 +60,7 @@ def main(argv=None):
     for name, (model, sampler, kw) in cases.items():
         sample(model, sched, sampler, n, seed=0, progress=False, **kw)               # warm-up
         runs = []
-        for _ in range(a.repeats if isinstance(sampler, DDIM) else max(1, a.repeats // 2)):
+        for _ in range(max(1, a.repeats // 2) if isinstance(sampler, DDPM) else a.repeats):
             net = TimedNet(model)
             total = timed(lambda: sample(net, sched, sampler, n, seed=0, progress=False, **kw))
             runs.append((total, net.seconds, net.calls))
