@@ -63,7 +63,8 @@ def check_request(r:SampleRequest, num_classes:int|None, T:int) -> JSONResponse|
         return _invalid('guidance', 'this model is unconditional: guidance must be 1 or left out')
     if r.sampler not in ('ddim', 'ddpm') and r.eta != 0:
         return _invalid('eta', f"eta only applies to sampler='ddim' ({r.sampler} adds no noise), got {r.eta:g}")
-    if r.sampler != 'ddpm' and (r.steps or 0) > T: return _invalid('steps', f'steps must be at most T = {T}, got {r.steps}')
+    if r.sampler != 'ddpm' and (r.steps or 0) > T:
+        return _invalid('steps', f'steps must be at most T = {T}, got {r.steps}')
     return None
 
 # %% ../nbs/13_serve.ipynb #9689b1f1
