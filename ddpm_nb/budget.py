@@ -17,8 +17,9 @@ from .train import Trainer
 __all__ = ['images_per_second', 'training_speed', 'held_out_score', 'fd_floor']
 
 # %% ../nbs/12b_cpu_minute.ipynb #7f443c54
-def images_per_second(trainer, batches, seconds:float) -> float:
+def images_per_second(trainer:Trainer, batches, seconds:float) -> float:
     "Train `trainer` on `batches` for `seconds` of wall time; the images per second it took in."
+    check_instance(trainer, 'trainer', Trainer); check_number(seconds, 'seconds', lo=0, lo_open=True)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         x, y = next(batches); trainer.train_step(x, y); n += len(x)
