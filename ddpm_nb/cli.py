@@ -15,6 +15,7 @@ from fastcore.script import Param, anno_parser, bool_arg
 from ._checks import check_int
 from .checkpoint import CheckpointError, load_for_sampling
 from .data import DatasetNotAvailableError
+from .edit import edit_images, read_image, read_mask
 from .runtime import pick_device
 from .samplers import DEFAULT_GUIDANCE, Trajectory, make_sampler, sample
 from .train import Trainer, TrainConfig, TrainingDiverged
@@ -141,32 +142,55 @@ def _check_out(out:str):
     if not folder.is_dir(): raise ValueError(f"--out {out!r}: folder {folder} does not exist")
 
 # %% ../nbs/94_cli.ipynb #b3c26c30
+def _draw(model, schedule, n, sampler, steps, eta, labels, guidance, seed, traj, init, mask, strength, jumps):
+    "The images, their labels and what made them: `sample`, or `edit_images` of the --init file."
+    k, progress = getattr(model, 'num_classes', None), sys.stderr.isatty()
+    w = guidance if guidance is not None else DEFAULT_GUIDANCE if k is not None else 1.0
+    if init is None:
+        for opt, v in (('--strength', strength), ('--mask', mask), ('--jumps', jumps)):
+            if v is not None: raise ValueError(f"{opt} edits an image: give the image with --init IMAGE")
+        how, y = make_sampler(sampler or 'dpm++', steps, eta, T=schedule.T), parse_labels(labels, n, k)
+        x = sample(model, schedule, how, n, labels=y, guidance=w, seed=seed, callback=traj, progress=progress)
+        return x, y, f'{n} samples ({how}, guidance {w:g})'
+    x = read_image(init, tuple(model.sample_shape), '--init').expand(n, -1, -1, -1)
+    known = None if mask is None else read_mask(mask, x.shape[-1], '--mask')
+    y = None if labels in (None, '') else parse_labels(labels, n, k)          # no class asked: the model's own
+    x, what = edit_images(model, schedule, x, known, strength=strength, jumps=jumps, sampler=sampler, steps=steps,
+                          eta=eta, labels=y, guidance=w, seed=seed, callback=traj, progress=progress)
+    return x, y, f'{n} edits of {init} ({what})'
+
+# %% ../nbs/94_cli.ipynb #cb35c953
 def ddpm_nb_sample(
     ckpt:str='digits-cond',    # checkpoint file, run folder of ddpm_nb_train, or shipped model name
-    n:int=40,                  # number of samples
-    sampler:str='dpm++',       # dpm++ (DPM-Solver++(2M): lesson 12's best per call) | ddim | ddpm | euler | heun
-    steps:int=None,            # steps (default: ddim 50, dpm++ and euler 20, heun 10); DDPM always takes all T
+    n:int=None,                # number of samples (default 40; with --init, 8 edits of the image)
+    sampler:str=None,          # dpm++ (the default: lesson 12's best per call) | ddim | ddpm | euler | heun
+    steps:int=None,            # steps (default: ddim 50, dpm++ and euler 20, heun 10, --mask 20); DDPM takes all T
     eta:float=0.0,             # DDIM noise: 0 deterministic, 1 as much as DDPM
     guidance:float=None,       # classifier-free guidance weight w (default: DEFAULT_GUIDANCE if class-conditional)
-    labels:str=None,           # 'all' (classes in turn; the default) or a comma list such as 3 or 0,1,2
+    labels:str=None,           # 'all' (classes in turn; the default) or a comma list; with --init: the class to edit to
     seed:int=0,                # random seed
     out:str='samples.png',     # .png grid | .npz arrays | .gif animation of the reverse process
     scale:int=None,            # .png/.gif: each pixel as scale × scale (default: every image at least 48 px wide)
     device:str='auto',         # auto | cpu | cuda | cuda:N | mps
+    init:str=None,             # edit this image file (square, white strokes on black like the samples), see lesson 11b
+    strength:float=None,       # with --init: SDEdit's t0 / T in (0, 1] (default 0.5): 0 keeps the image, 1 forgets it
+    mask:str=None,             # with --init: inpaint where this black-and-white file is white (RePaint)
+    jumps:int=None,            # with --mask: RePaint's jumps back (default 9; 0: plain replacement)
 ):
-    "Draw samples from a trained model and save them as a grid, arrays or an animation."
+    "Draw samples from a trained model, or edit an image with it, and save them as a grid, arrays or an animation."
     _check_out(out)
     if scale is not None: check_int(scale, '--scale', lo=1)
+    n = check_int((40 if init is None else 8) if n is None else n, '--n', lo=1)
     model, schedule, _ = load_for_sampling(ckpt, pick_device(device))
-    how, k = make_sampler(sampler, steps, eta, T=schedule.T), getattr(model, 'num_classes', None)
-    y, w = parse_labels(labels, n, k), guidance if guidance is not None else DEFAULT_GUIDANCE if k is not None else 1.0
     traj, start = Trajectory() if Path(out).suffix.lower() == '.gif' else None, time.perf_counter()
-    x = sample(model, schedule, how, n, labels=y, guidance=w, seed=seed, callback=traj, progress=sys.stderr.isatty())
-    nrow = k if k is not None and labels in (None, '', 'all') else 8
+    x, y, what = _draw(model, schedule, n, sampler, steps, eta, labels, guidance, seed, traj,
+                       init, mask, strength, jumps)
+    k = getattr(model, 'num_classes', None)
+    nrow = k if k is not None and init is None and labels in (None, '', 'all') else 8
     path = save_samples(x, y, out, nrow=nrow, frames=None if traj is None else traj.x_t, scale=scale)
-    secs = time.perf_counter() - start
-    print(f"ddpm_nb_sample: wrote {path}: {n} samples from {ckpt} ({how}, guidance {w:g}) in {secs:.1f} s")
+    print(f"ddpm_nb_sample: wrote {path}: {what} from {ckpt} in {time.perf_counter() - start:.1f} s")
 
+# %% ../nbs/94_cli.ipynb #8c6c8456
 def sample_main(argv:list|None=None):
     "Console entry point of `ddpm_nb_sample`."
     run_cli(ddpm_nb_sample, argv)
@@ -178,7 +202,7 @@ def ddpm_nb_serve(
     port:int=8000,             # TCP port
     device:str='auto',         # auto | cpu | cuda | cuda:N | mps
 ):
-    "Serve samples of a trained model over HTTP (routes /health, /info, POST /sample, GET /sample.png)."
+    "Serve samples of a trained model over HTTP (routes /health, /info, POST /sample, GET /sample.png, POST /edit)."
     import uvicorn
     from ddpm_nb.serve import create_app       # FastAPI is an optional extra
     model, schedule, _ = load_for_sampling(ckpt, pick_device(device))

@@ -15,7 +15,7 @@ from ._checks import (is_int, check_int, check_number, check_bool, check_choice,
                              shape_str)
 
 # %% auto #0
-__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'DPMSolver', 'Heun', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'Trajectory', 'make_sampler']
+__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'evaluating', 'DPMSolver', 'Heun', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'check_sample_args', 'Trajectory', 'make_sampler']
 
 # %% ../nbs/09_ddpm_sampler.ipynb #84b366e3
 _COEF_NAMES = ('betas', 'alpha_bars', 'posterior_variance', 'posterior_mean_coef1', 'posterior_mean_coef2',
@@ -223,7 +223,7 @@ def ddim_invert(model, # the denoiser, called as model(x_t, t, labels) with t a 
     "Run deterministic DDIM (eta = 0) upwards from data `x0`; DDIM from there with the same steps returns about x0."
     _check_invert(schedule, x0)
     c, x, t_from, net = _step_coefs(schedule), x0, -1, noise_predictor(model, schedule)
-    with _evaluating(model):
+    with evaluating(model):
         for t in tqdm(ddim_timesteps(schedule.T, steps, spacing, schedule)[::-1], disable=not progress):
             eps = _check_eps(net(x, torch.full((len(x),), max(t_from, 0), device=x.device), labels), x)
             x = _eq12(x, eps, c.alpha_bars[t_from] if t_from >= 0 else 1., c.alpha_bars[t])[0]   # Eq. 12, upwards
@@ -232,7 +232,7 @@ def ddim_invert(model, # the denoiser, called as model(x_t, t, labels) with t a 
 
 # %% ../nbs/10_ddim.ipynb #6f3ae46f
 @contextmanager
-def _evaluating(model):
+def evaluating(model):
     "Run `model` without gradients and, if it is an `nn.Module`, in eval mode; each submodule's mode is restored after."
     modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
     if modes: model.eval()
@@ -368,13 +368,13 @@ def sample(model, # the denoiser, model(x_t, t, labels) with t a LongTensor (B,)
            x_T:Tensor|None=None, # start from this noise (n, *shape) instead of drawing it, e.g. from `ddim_invert`
           ) -> Tensor: # the samples, (n, *shape)
     "Draw `n` samples with `sampler`, optionally class-conditional with classifier-free guidance."
-    ts, guidance, labels, null_label = _check_sample_args(model, schedule, sampler, n, labels, guidance, seed,
+    ts, guidance, labels, null_label = check_sample_args(model, schedule, sampler, n, labels, guidance, seed,
                                                           null_label, callback)
     x, clip_x0, g = _start(model, n, shape, x_T, device, clip_x0, seed)
     labels, net = None if labels is None else labels.to(x.device), noise_predictor(model, schedule)
     if hasattr(callback, 'start'): callback.start(x)
     stepper = sampler.begin() if hasattr(sampler, 'begin') else sampler     # a solver with a memory starts afresh
-    with _evaluating(model):
+    with evaluating(model):
         steps = tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc=type(sampler).__name__)
         for i, (t, t_prev) in enumerate(steps):
             eps = guided_eps(net, x, torch.full((n,), t, device=x.device), labels, guidance, null_label)
@@ -413,7 +413,7 @@ def _check_labels(labels, n:int, model, null_label):
     return labels.long()
 
 # %% ../nbs/11_guidance.ipynb #ac9af3da
-def _check_sample_args(model, schedule, sampler, n, labels, guidance, seed, null_label, callback):
+def check_sample_args(model, schedule, sampler, n, labels, guidance, seed, null_label, callback):
     "Validate `sample`'s arguments; returns (timesteps, guidance, labels, null_label)."
     if not callable(model):
         raise ValueError(f"model must be callable as model(x_t, t, labels), got {type(model).__name__}")

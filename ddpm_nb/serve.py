@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_serve.ipynb #b91b0856
 from __future__ import annotations
-import base64, threading, time
+import base64, binascii, threading, time
 from typing import Literal, Annotated
 import torch
 from torch import nn, Tensor
@@ -16,11 +16,12 @@ except ImportError as e:
     raise ImportError(f"ddpm_nb.serve needs FastAPI: pip install -e '.[serve]' (or fastapi uvicorn); {e}") from e
 from .schedules import NoiseSchedule
 from .samplers import DEFAULT_GUIDANCE, SAMPLERS, make_sampler, sample
+from .edit import OptionError, edit_images, edit_plan, read_image, read_mask
 from .viz import png_bytes
 
 # %% auto #0
-__all__ = ['MAX_N', 'MAX_GUIDANCE', 'SampleRequest', 'request_sampler', 'request_labels', 'check_request', 'draw', 'model_info',
-           'create_app']
+__all__ = ['MAX_N', 'MAX_GUIDANCE', 'MAX_UPLOAD', 'SampleRequest', 'request_sampler', 'request_labels', 'check_request', 'draw',
+           'model_info', 'EditRequest', 'check_edit', 'draw_edit', 'create_app']
 
 # %% ../nbs/13_serve.ipynb #2dd5bb41
 MAX_N, MAX_GUIDANCE = 64, 20.0
@@ -85,14 +86,58 @@ def model_info(model:nn.Module, schedule:NoiseSchedule, name:str) -> dict:
     "The answer of `GET /info`: the model, its configuration and classes, and the request limits."
     k = getattr(model, 'num_classes', None)
     limits = {'n': [1, MAX_N], 'steps': [1, schedule.T], 'guidance': [0, MAX_GUIDANCE], 'eta': [0, 1],
-              'sampler': list(SAMPLERS), 'label': None if k is None else [0, k - 1]}
+              'sampler': list(SAMPLERS), 'label': None if k is None else [0, k - 1], 'strength': [0, 1],
+              'edit_calls': schedule.T, 'upload_chars': MAX_UPLOAD}
     return {'name': name, 'model': type(model).__name__, 'num_classes': k, 'T': schedule.T,
             'config': model.config.to_dict() if hasattr(model, 'config') else None,
             'sample_shape': list(getattr(model, 'sample_shape', ())), 'limits': limits}
 
+# %% ../nbs/13_serve.ipynb #5716ef2f
+MAX_UPLOAD = 2_000_000   # characters of a base64 image: about 1.5 MB of file
+
+class EditRequest(SampleRequest):
+    "What `POST /edit` takes: the fields of a `SampleRequest`, the image to edit, and how to edit it."
+    image: str = Field(..., max_length=MAX_UPLOAD, description='the image to edit, a base64 image file (square, '
+                       'white strokes on black like the samples)')
+    mask: str | None = Field(None, max_length=MAX_UPLOAD, description='inpainting: a base64 black-and-white image '
+                             'file, white where to fill in')
+    strength: float | None = Field(None, gt=0, le=1, description='SDEdit: t0 / T (default 0.5); not with a mask')
+    jumps: int | None = Field(None, ge=0, description="inpainting: RePaint's jumps (default 9; 0: replacement)")
+
+# %% ../nbs/13_serve.ipynb #b5eb1a2c
+def check_edit(r:EditRequest, model:nn.Module, T:int) -> JSONResponse|tuple[Tensor, Tensor|None, dict]:
+    "A 422 naming the field at fault, or the image, the mask (or None) and the options for `edit_images`."
+    if (bad := check_request(r, getattr(model, 'num_classes', None), T)) is not None: return bad
+    shape, files = tuple(model.sample_shape), {}
+    for field in ('image', 'mask'):
+        if getattr(r, field) is None: continue
+        try: data = base64.b64decode(getattr(r, field), validate=True)
+        except binascii.Error: return _invalid(field, f'{field} must be an image file encoded in base64')
+        try: files[field] = read_image(data, shape, field) if field == 'image' else read_mask(data, shape[-1], field)
+        except ValueError as e: return _invalid(field, str(e))
+    opts = dict(strength=r.strength, jumps=r.jumps, sampler=r.sampler if 'sampler' in r.model_fields_set else None,
+                steps=r.steps, eta=r.eta)
+    try: edit_plan('mask' in files, T, **opts)
+    except OptionError as e: return _invalid(e.field, str(e))
+    return files['image'], files.get('mask'), opts
+
+# %% ../nbs/13_serve.ipynb #2042dec9
+def draw_edit(model:nn.Module, schedule:NoiseSchedule, r:EditRequest, x:Tensor, known:Tensor|None,
+              opts:dict) -> tuple[bytes, dict]:
+    "The `n` edits the checked request `r` asks for, as a PNG grid, and what was done."
+    k, start = getattr(model, 'num_classes', None), time.perf_counter()
+    labels = None if r.label is None else torch.full((r.n,), r.label)
+    w = (1.0 if k is None else DEFAULT_GUIDANCE) if r.guidance is None else r.guidance
+    with torch.no_grad():
+        out, what = edit_images(model, schedule, x.expand(r.n, -1, -1, -1), known, **opts, labels=labels, guidance=w,
+                                seed=r.seed)
+    done = dict(r.model_dump(exclude={'image', 'mask'}), edit=what, guidance=w,
+                labels=None if labels is None else labels.tolist(), seconds=round(time.perf_counter() - start, 3))
+    return png_bytes(out, min(r.n, 8)), done
+
 # %% ../nbs/13_serve.ipynb #81a45155
 def create_app(model:nn.Module, schedule:NoiseSchedule, name:str='model') -> FastAPI:
-    "A FastAPI app that samples from `model` (loaded once, used read-only, one request at a time)."
+    "A FastAPI app that samples and edits with `model` (loaded once, used read-only, one request at a time)."
     model.eval()
     app, lock = FastAPI(title='ddpm_nb sampling service', description=f'Samples from {name}'), threading.Lock()
 
@@ -117,4 +162,11 @@ def create_app(model:nn.Module, schedule:NoiseSchedule, name:str='model') -> Fas
     def sample_png(r:Annotated[SampleRequest, Query()]):
         res = run(r)
         return res if isinstance(res, JSONResponse) else Response(content=res[0], media_type='image/png')
+
+    @app.post('/edit')
+    def edit_json(r:Annotated[EditRequest, Body()]):
+        checked = check_edit(r, model, schedule.T)
+        if isinstance(checked, JSONResponse): return checked
+        with lock: png, done = draw_edit(model, schedule, r, *checked)
+        return {**done, 'image_png_base64': base64.b64encode(png).decode()}
     return app
