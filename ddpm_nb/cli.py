@@ -173,7 +173,7 @@ def ddpm_nb_sample(
     scale:int=None,            # .png/.gif: each pixel as scale × scale (default: every image at least 48 px wide)
     device:str='auto',         # auto | cpu | cuda | cuda:N | mps
     init:str=None,             # edit this image file (square, white strokes on black like the samples), see lesson 11b
-    strength:float=None,       # with --init: SDEdit's t0 / T in (0, 1] (default 0.5): 0 keeps the image, 1 forgets it
+    strength:float=None,       # with --init: SDEdit's t0 / T in (0, 1] (default 0.2): 0 keeps the image, 1 forgets it
     mask:str=None,             # with --init: inpaint where this black-and-white file is white (RePaint)
     jumps:int=None,            # with --mask: RePaint's jumps back (default 9; 0: plain replacement)
 ):

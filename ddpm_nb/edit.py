@@ -143,7 +143,7 @@ def sdedit_start(ts:list[int], # a sampler's timesteps, noisiest first
 def sdedit(model, # the denoiser, model(x_t, t, labels); see `noise_predictor`
            schedule:NoiseSchedule, # the forward process the model was trained with
            x_init:Tensor, # guide images (N, C, H, W) in [-1, 1]
-           strength:float=0.5, # t0 / T: 0 keeps the guide, 1 forgets it
+           strength:float=0.2, # t0 / T: 0 keeps the guide, 1 forgets it (0.2: the best repair below)
            sampler=None, # any sampler object (default DDIM(50))
            labels=None, guidance:float=1., seed:int|None=None, # as in `sample`: a label makes it a class translation
            *, null_label:int|None=None, callback=None, progress:bool=True,
@@ -250,7 +250,7 @@ def edit_plan(inpainting:bool, T:int, strength=None, jumps=None, sampler=None, s
     if not inpainting:
         if jumps is not None: raise OptionError('jumps', 'jumps are for inpainting: give a mask too')
         how = make_sampler(sampler or 'dpm++', steps, eta, T=T)
-        return dict(strength=0.5 if strength is None else strength, sampler=how)
+        return dict(strength=0.2 if strength is None else strength, sampler=how)
     for field, v, why in (('strength', strength, 'strength is for SDEdit: an inpainting starts from pure noise'),
                           ('sampler', sampler, 'an inpainting runs its own DDIM steps: leave the sampler out'),
                           ('eta', eta or None, 'an inpainting always adds DDPM noise (eta = 1): leave eta out')):

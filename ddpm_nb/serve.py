@@ -101,7 +101,7 @@ class EditRequest(SampleRequest):
                        'white strokes on black like the samples)')
     mask: str | None = Field(None, max_length=MAX_UPLOAD, description='inpainting: a base64 black-and-white image '
                              'file, white where to fill in')
-    strength: float | None = Field(None, gt=0, le=1, description='SDEdit: t0 / T (default 0.5); not with a mask')
+    strength: float | None = Field(None, gt=0, le=1, description='SDEdit: t0 / T (default 0.2); not with a mask')
     jumps: int | None = Field(None, ge=0, description="inpainting: RePaint's jumps (default 9; 0: replacement)")
 
 # %% ../nbs/13_serve.ipynb #b5eb1a2c
