@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
-from ._checks import check_int, check_number, check_same_shape, shape_str
+from ._checks import check_instance, check_int, check_number, check_same_shape, check_tensor, shape_str
 from .schedules import NoiseSchedule
 from .samplers import DDIM, check_sample_args, ddim_invert, evaluating, guided_eps, noise_predictor, sample
 
@@ -28,10 +28,23 @@ def renoise(schedule:NoiseSchedule, # the forward process
             noise:Tensor, # standard normal noise shaped like `x_s`
            ) -> Tensor: # a sample of q(x_t | x_s)
     "Noise `x_s` from step `s` up to step `t` by Eq. 1."
+    check_instance(schedule, 'schedule', NoiseSchedule)
     check_int(s, 's', lo=-1, hi=schedule.T - 2); check_int(t, 't', lo=s + 1, hi=schedule.T - 1)
     check_same_shape(x_s, noise, ('x_s', 'noise'))
     a = _alpha_bar(schedule, t) / _alpha_bar(schedule, s)                   # ᾱ_t / ᾱ_s
     return math.sqrt(a) * x_s + math.sqrt(1 - a) * noise                    # Eq. 1
+
+# %% ../nbs/11b_editing.ipynb #9dbe2bd9
+def _check_known(known, x0:Tensor, some:bool=True) -> Tensor:
+    N, C, H, W = x0.shape
+    ok = isinstance(known, Tensor) and known.dtype == torch.bool and known.ndim == 4 and known.shape[2:] == (H, W)
+    if not ok or known.shape[0] not in (1, N) or known.shape[1] not in (1, C):
+        raise ValueError(f"known must be a bool tensor (True: keep the pixel) of shape (1 or {N}, 1 or {C}, {H}, {W}), "
+                         f"got {getattr(known, 'dtype', type(known).__name__)} {shape_str(known)}")
+    if some and (known.all() or not known.any()):
+        raise ValueError(f"known must keep some pixels and leave some to fill, "
+                         f"but it is {bool(known.all())} everywhere")
+    return known.to(x0.device)
 
 # %% ../nbs/11b_editing.ipynb #5d2ceb9d
 def paste_known(schedule:NoiseSchedule, # the forward process
@@ -42,6 +55,10 @@ def paste_known(schedule:NoiseSchedule, # the forward process
                 generator:torch.Generator|None=None, # for the noise of q(x_t | x0)
                ) -> Tensor: # `x` with the known pixels replaced
     "Eq. 2: the known pixels of `x0` noised to step `t` (as they are, at t = -1), the others from `x`."
+    known = _check_known(known, check_tensor(x, 'x', ndim=4, floating=True), some=False)
+    if check_tensor(x0, 'x0', ndim=4, floating=True).shape[1:] != x.shape[1:] or len(x0) not in (1, len(x)):
+        raise ValueError(f"x0 must be images shaped like x {tuple(x.shape)} (or one of them), got {shape_str(x0)}")
+    check_int(t, 't', lo=-1, hi=schedule.T - 1)
     if t >= 0:
         x0 = renoise(schedule, x0.expand_as(x), -1, t, torch.randn(x.shape, generator=generator, device=x.device))
     return torch.where(known, x0, x)                                       # Eq. 2
@@ -84,25 +101,13 @@ def _denoise(schedule, stepper, eps, ts:list, visits:list, x:Tensor, g, paste=No
 # %% ../nbs/11b_editing.ipynb #9de3a489
 def _check_images(x, model, name:str) -> Tensor:
     shape = tuple(getattr(model, 'sample_shape', ()))
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim != 4 or (shape and x.shape[1:] != shape):
-        want = f"(N, {', '.join(map(str, shape))})" if shape else '(N, C, H, W)'
-        raise ValueError(f"{name} must be a floating-point batch of images {want}, got {shape_str(x)}")
-    if x.min() < -1 or x.max() > 1:
+    want = f"(N, {', '.join(map(str, shape))})" if shape else '(N, C, H, W)'
+    check_tensor(x, f"{name}, a batch of images {want},", ndim=4, floating=True)
+    if shape and x.shape[1:] != shape: raise ValueError(f"{name} must be a batch of images {want}, got {shape_str(x)}")
+    if not x.isfinite().all() or x.min() < -1 or x.max() > 1:
         raise ValueError(f"{name} must lie in [-1, 1] like the training images, "
                          f"got values in [{x.min():.3g}, {x.max():.3g}]")
     return x
-
-# %% ../nbs/11b_editing.ipynb #9dbe2bd9
-def _check_known(known, x0:Tensor) -> Tensor:
-    N, C, H, W = x0.shape
-    ok = isinstance(known, Tensor) and known.dtype == torch.bool and known.ndim == 4 and known.shape[2:] == (H, W)
-    if not ok or known.shape[0] not in (1, N) or known.shape[1] not in (1, C):
-        raise ValueError(f"known must be a bool tensor (True: keep the pixel) of shape (1 or {N}, 1 or {C}, {H}, {W}), "
-                         f"got {getattr(known, 'dtype', type(known).__name__)} {shape_str(known)}")
-    if known.all() or not known.any():
-        raise ValueError(f"known must keep some pixels and leave some to fill, "
-                         f"but it is {bool(known.all())} everywhere")
-    return known.to(x0.device)
 
 # %% ../nbs/11b_editing.ipynb #7f494929
 def inpaint(model, # the denoiser, model(x_t, t, labels); see `noise_predictor`
@@ -166,6 +171,8 @@ def slerp(z0:Tensor, # a latent
     "Spherical interpolation (Eq. 3) from `z0` to `z1`; the straight line if they are (nearly) parallel."
     check_same_shape(z0, z1, ('z0', 'z1'))
     a = torch.as_tensor(alpha, dtype=z0.dtype, device=z0.device).reshape(-1, *[1] * z0.ndim)
+    if not ((a >= 0) & (a <= 1)).all(): raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    if z0.norm() == 0 or z1.norm() == 0: raise ValueError("z0 and z1 must be nonzero: the arc needs an angle")
     theta = torch.arccos(((z0 * z1).sum() / (z0.norm() * z1.norm())).clamp(-1, 1))       # the angle between them
     if theta < 1e-4: return (1 - a) * z0 + a * z1
     return (torch.sin((1 - a) * theta) * z0 + torch.sin(a * theta) * z1) / torch.sin(theta)   # Eq. 3
@@ -180,7 +187,9 @@ def interpolate(model, # the denoiser, model(x_t, t, labels)
                 label:int|None=None, # for a class-conditional model: the class of everything
                ) -> Tensor: # (frames, C, H, W), about `x_a` first and `x_b` last
     "Invert both images with DDIM (`ddim_invert`), walk Eq. 3 between their latents, decode every point with DDIM."
-    x, frames = _check_images(torch.stack([x_a, x_b]), model, 'x_a and x_b'), check_int(frames, 'frames', lo=2)
+    x_a, x_b = (_check_images(v[None] if isinstance(v, Tensor) else v, model, name)
+                for v, name in ((x_a, 'x_a'), (x_b, 'x_b')))
+    x, frames = torch.cat([x_a, x_b]), check_int(frames, 'frames', lo=2)
     z = ddim_invert(model, schedule, x, steps, labels=None if label is None else torch.full((2,), label))
     zs = slerp(z[0], z[1], torch.linspace(0, 1, frames))
     return sample(model, schedule, DDIM(steps), frames, labels=label, x_T=zs, progress=False)
@@ -211,6 +220,8 @@ def read_image(source, # a path, or the bytes of an image file
     "An image file as a batch of one for a model of `shape`: checked, resized, grey or colour."
     import numpy as np
     from ddpm_nb.data import resize_images
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 3 and shape[0] in (1, 3) and shape[1] == shape[2] >= 1):
+        raise ValueError(f"shape must be a model's (C, H, W) with C = 1 or 3 and H = W, got {shape!r}")
     C, H, W = shape
     x = torch.from_numpy(np.asarray(_open_image(source, name).convert('RGB'), dtype=np.float32)).permute(2, 0, 1) / 255
     if C == 1:
@@ -228,6 +239,7 @@ def read_mask(source, # a path, or the bytes of an image file: black = keep, whi
              ) -> Tensor: # bool (1, 1, size, size), True where a pixel is kept: `inpaint`'s `known`
     "A black-and-white mask file as the `known` pixels of `inpaint`."
     import numpy as np
+    check_int(size, 'size', lo=1)
     m = torch.from_numpy(np.asarray(_open_image(source, name).convert('L'), dtype=np.float32)) / 255
     if grey := int(((m > 8 / 255) & (m < 247 / 255)).sum()):
         raise ValueError(f"{name}: a mask must be black (keep) and white (fill in) only, "
@@ -255,7 +267,8 @@ def edit_plan(inpainting:bool, T:int, strength=None, jumps=None, sampler=None, s
                           ('sampler', sampler, 'an inpainting runs its own DDIM steps: leave the sampler out'),
                           ('eta', eta or None, 'an inpainting always adds DDPM noise (eta = 1): leave eta out')):
         if v is not None: raise OptionError(field, why)
-    steps, jumps = 20 if steps is None else steps, 9 if jumps is None else jumps
+    steps = check_int(20 if steps is None else steps, 'steps', lo=1, hi=T)
+    jumps = check_int(9 if jumps is None else jumps, 'jumps', lo=0)
     if (jumps + 1) * steps > T:
         raise OptionError('jumps', f"(jumps + 1) × steps = {(jumps + 1) * steps} network calls per image; "
                                    f"at most T = {T} are allowed")

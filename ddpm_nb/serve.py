@@ -126,8 +126,8 @@ def draw_edit(model:nn.Module, schedule:NoiseSchedule, r:EditRequest, x:Tensor, 
               opts:dict) -> tuple[bytes, dict]:
     "The `n` edits the checked request `r` asks for, as a PNG grid, and what was done."
     k, start = getattr(model, 'num_classes', None), time.perf_counter()
-    labels = None if r.label is None else torch.full((r.n,), r.label)
-    w = (1.0 if k is None else DEFAULT_GUIDANCE) if r.guidance is None else r.guidance
+    _, w = request_labels(r, k)                                        # the guidance of a sample request ...
+    labels = None if r.label is None else torch.full((r.n,), r.label)  # ... but no class unless one is asked for
     with torch.no_grad():
         out, what = edit_images(model, schedule, x.expand(r.n, -1, -1, -1), known, **opts, labels=labels, guidance=w,
                                 seed=r.seed)
