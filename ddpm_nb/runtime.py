@@ -13,8 +13,9 @@ from fastcore.basics import patch
 from ._checks import check_choice, check_fields
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'JSONConfig', 'ConfiguredModel', 'pick_device', 'bf16_is_fast', 'model_precision', 'pick_precision',
-           'autocast', 'init_distributed', 'wrap_ddp', 'any_process', 'replicas_differ']
+__all__ = ['PRECISIONS', 'JSONConfig', 'ConfiguredModel', 'pick_device', 'rng_states', 'set_rng_states', 'bf16_is_fast',
+           'model_precision', 'pick_precision', 'autocast', 'init_distributed', 'wrap_ddp', 'any_process',
+           'replicas_differ', 'per_process']
 
 # %% ../nbs/92_runtime.ipynb #34a8c081
 class JSONConfig:
@@ -58,18 +59,38 @@ def prediction(self:ConfiguredModel) -> str:
     return getattr(self.config, 'prediction', 'eps')
 
 # %% ../nbs/92_runtime.ipynb #f87b01c5
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
+
 def pick_device(name:str='auto') -> torch.device:
-    "'auto' picks CUDA, then Apple's MPS, then the CPU; under torchrun each CUDA process takes its LOCAL_RANK's GPU."
-    if name == 'auto':
-        if torch.cuda.is_available(): name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-        elif getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): name = 'mps'
-        else: name = 'cpu'
-    try: dev = torch.device(name)
-    except RuntimeError as e:
+    "'auto' picks CUDA, then Apple's MPS, then the CPU; 'cuda' is cuda:LOCAL_RANK (each torchrun process its own GPU)."
+    which = name if name != 'auto' else 'cuda' if torch.cuda.is_available() else 'mps' if _mps_available() else 'cpu'
+    try: dev = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if which == 'cuda' else which)
+    except (RuntimeError, TypeError) as e:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {name!r}") from e
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    if dev.type == 'cuda' and dev.index >= (n := torch.cuda.device_count()):
+        raise ValueError(f"device {name!r} is {dev}, but this machine has {n} CUDA device(s)")
     return dev
+
+# %% ../nbs/92_runtime.ipynb #f1f4fb0e
+def rng_states() -> dict:
+    "This process's global random states: 'torch' (the CPU's), and 'cuda' (one per GPU) and 'mps' where they exist."
+    states = {'torch': torch.get_rng_state()}
+    if torch.cuda.is_available(): states['cuda'] = torch.cuda.get_rng_state_all()
+    if _mps_available(): states['mps'] = torch.mps.get_rng_state()
+    return states
+
+def set_rng_states(states:dict):
+    "Restore states saved by `rng_states` (other keys are ignored); those of devices missing here are skipped."
+    if not isinstance(states, dict) or not isinstance(states.get('torch'), torch.Tensor):
+        raise ValueError(f"states must be a dict from rng_states(), with the CPU's state under 'torch', "
+                         f"got {states!r:.60}")
+    torch.set_rng_state(states['torch'])
+    if torch.cuda.is_available():
+        for i, s in enumerate(states.get('cuda', [])[:torch.cuda.device_count()]): torch.cuda.set_rng_state(s, i)
+    if _mps_available() and 'mps' in states: torch.mps.set_rng_state(states['mps'])
 
 # %% ../nbs/92_runtime.ipynb #43190ec3
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
@@ -134,3 +155,11 @@ def replicas_differ(model:nn.Module, world:int) -> float:
     diff = torch.tensor([(flat - ref).abs().max().item()], device=flat.device)
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return diff.item()
+
+# %% ../nbs/92_runtime.ipynb #dcbf4efb
+def per_process(value:float, world:int, device:torch.device) -> list[float]:
+    "`value` as each of the `world` processes has it, by rank (all of them must call this)."
+    if world == 1: return [float(value)]
+    t = torch.zeros(world, dtype=torch.float64, device=device)
+    t[dist.get_rank()] = value; dist.all_reduce(t)            # each slot holds one process's value, the others 0
+    return t.tolist()
