@@ -13,7 +13,8 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from fastcore.basics import patch
-from ._checks import check_choice, check_int, check_num_classes, check_model_t, check_model_labels, is_int, shape_str
+from ._checks import check_choice, check_int, check_num_classes, check_model_t, check_model_labels
+from ._checks import is_int, shape_str
 from .runtime import JSONConfig, ConfiguredModel, PRECISIONS, bf16_is_fast
 from .schedules import PREDICTIONS
 from .embedding import TimeEmbedding, LabelEmbedding
@@ -125,10 +126,10 @@ class Upsample(nn.Module):
     def forward(self, x:Tensor)->Tensor: return self.conv(F.interpolate(x, scale_factor=2.0, mode='nearest'))
 
 # %% ../nbs/07_unet.ipynb #4f25f129
-def _attend(attn:nn.Module, h:Tensor)->Tensor:
-    "Apply `attn` to `h`; if autocast is on, in float32 with autocast off, and cast back to `h`'s dtype."
-    if not torch.is_autocast_enabled(h.device.type): return attn(h)
-    with torch.autocast(h.device.type, enabled=False): return attn(h.float()).to(h.dtype)
+def _in_fp32(f, h:Tensor, dtype:torch.dtype=None)->Tensor:
+    "`f(h)`; if autocast is on, in float32 with autocast off, the result cast to `dtype` (default: `h`'s dtype)."
+    if not torch.is_autocast_enabled(h.device.type): return f(h)
+    with torch.autocast(h.device.type, enabled=False): return f(h.float()).to(dtype or h.dtype)
 
 # %% ../nbs/07_unet.ipynb #e17b7426
 class DownLevel(nn.Module):
@@ -143,7 +144,7 @@ class DownLevel(nn.Module):
     def forward(self, h:Tensor, emb:Tensor, skips:list)->Tensor:
         for i, res in enumerate(self.res):
             h = res(h, emb)
-            if self.attn is not None: h = _attend(self.attn[i], h)
+            if self.attn is not None: h = _in_fp32(self.attn[i], h)
             skips.append(h)
         if self.down is not None: h = self.down(h); skips.append(h)
         return h
@@ -161,7 +162,7 @@ class UpLevel(nn.Module):
     def forward(self, h:Tensor, emb:Tensor, skips:list)->Tensor:
         for i, res in enumerate(self.res):
             h = res(torch.cat([h, skips.pop()], dim=1), emb)
-            if self.attn is not None: h = _attend(self.attn[i], h)
+            if self.attn is not None: h = _in_fp32(self.attn[i], h)
         return h if self.up is None else self.up(h)
 
 # %% ../nbs/07_unet.ipynb #f051ac8c
@@ -171,7 +172,7 @@ class MiddleBlock(nn.Module):
         super().__init__()
         self.res1, self.res2 = ResBlock(ch, ch, emb_dim, dropout, groups), ResBlock(ch, ch, emb_dim, dropout, groups)
         self.attn = SelfAttention(ch, num_heads, groups)
-    def forward(self, h:Tensor, emb:Tensor)->Tensor: return self.res2(_attend(self.attn, self.res1(h, emb)), emb)
+    def forward(self, h:Tensor, emb:Tensor)->Tensor: return self.res2(_in_fp32(self.attn, self.res1(h, emb)), emb)
 
 # %% ../nbs/07_unet.ipynb #dedf3a6f
 def _levels(c:UNetConfig, emb_dim:int)->tuple:
@@ -241,12 +242,13 @@ def forward(self:UNet, x:Tensor, t:Tensor, labels:Tensor=None)->Tensor:
     _check_x(x, self.config); check_model_t(t, x.shape[0]); check_model_labels(labels, self.num_classes, x.shape[0])
     with torch.autocast(x.device.type, dtype=torch.bfloat16) if self.uses_bf16(x.device) else nullcontext():
         emb = self.time_emb(t) + (0 if self.label_emb is None else self.label_emb(labels))
-        h = self.conv_in(x.contiguous(memory_format=torch.channels_last) if self.uses_channels_last(x.device) else x)
+        x_in = x.contiguous(memory_format=torch.channels_last) if self.uses_channels_last(x.device) else x
+        h = _in_fp32(self.conv_in, x_in, torch.get_autocast_dtype(x.device.type))   # x_t itself is not rounded
         skips = [h]
         for level in self.down: h = level(h, emb, skips)
         h = self.mid(h, emb)
         for level in self.up: h = level(h, emb, skips)
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        out = _in_fp32(lambda h: self.conv_out(F.silu(self.norm_out(h))), h, x.dtype)   # nor is the output
     return out.to(x.dtype).contiguous()
 
 # %% ../nbs/07_unet.ipynb #55ab89eb
