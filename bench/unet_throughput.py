@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 import ddpm_nb.unet as unet
 from ddpm_nb.unet import UNet, UNetConfig, PRESETS
+from ddpm_nb.attention import SelfAttention
 from ddpm_nb.runtime import bf16_is_fast
 
 
@@ -64,10 +65,13 @@ class Variant:
     def context(self):
         ac = torch.autocast('cpu', dtype=torch.bfloat16) if self.bf16 else nullcontext()
         if not self.bf16_attention: return ac
-        # ablation: run our attention blocks in bf16 like the rest, instead of float32 (see the notebook)
+        # ablation: run our attention blocks in bf16 like the rest, instead of float32 (see the notebook); the first
+        # convolution and the output layers stay in float32
         class Patch:
-            def __enter__(s): s.ac = ac.__enter__(); s.orig = unet._attend; unet._attend = lambda attn, h: attn(h)
-            def __exit__(s, *a): unet._attend = s.orig; return ac.__exit__(*a)
+            def __enter__(s):
+                s.ac, s.orig = ac.__enter__(), unet._in_fp32
+                unet._in_fp32 = lambda f, h, dtype=None: f(h) if isinstance(f, SelfAttention) else s.orig(f, h, dtype)
+            def __exit__(s, *a): unet._in_fp32 = s.orig; return ac.__exit__(*a)
         return Patch()
 
     def noisy_batch(self):

@@ -126,10 +126,10 @@ def inpaint(model, # the denoiser, model(x_t, t, labels); see `noise_predictor`
     ts, eps, g = _prepare(model, schedule, sampler, x0, labels, guidance, seed, null_label, callback)
     def paste(x, t): return paste_known(schedule, x, x0, known, t, g)
     x = paste(torch.randn(x0.shape, generator=g, device=x0.device), ts[0])
-    if hasattr(callback, 'start'): callback.start(x)
+    visits = repaint_visits(len(ts), jumps, jump_length)
+    if hasattr(callback, 'start'): callback.start(x, len(visits) - 1)
     with evaluating(model):
-        return _denoise(schedule, sampler, eps, ts, repaint_visits(len(ts), jumps, jump_length), x, g, paste, callback,
-                        progress)
+        return _denoise(schedule, sampler, eps, ts, visits, x, g, paste, callback, progress)
 
 # %% ../nbs/11b_editing.ipynb #546bac7c
 def sdedit_start(ts:list[int], # a sampler's timesteps, noisiest first
@@ -158,7 +158,7 @@ def sdedit(model, # the denoiser, model(x_t, t, labels); see `noise_predictor`
     ts, eps, g = _prepare(model, schedule, sampler, x_init, labels, guidance, seed, null_label, callback)
     k0 = sdedit_start(ts, strength, schedule.T)
     x = renoise(schedule, x_init, -1, ts[k0], torch.randn(x_init.shape, generator=g, device=x_init.device))  # Eq. 1
-    if hasattr(callback, 'start'): callback.start(x)
+    if hasattr(callback, 'start'): callback.start(x, len(ts) - k0)
     stepper = sampler.begin() if hasattr(sampler, 'begin') else sampler
     with evaluating(model):
         return _denoise(schedule, stepper, eps, ts, list(range(k0, len(ts) + 1)), x, g, None, callback, progress)

@@ -351,6 +351,13 @@ def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
     eps_c, eps_u = out.chunk(2)
     return eps_u + guidance * (eps_c - eps_u)                       # Ho & Salimans (2022), Eq. 6 with w = 1 + w'
 
+# %% ../nbs/11_guidance.ipynb #eb16460b
+def _eps_in_blocks(net, x:Tensor, t:int, labels, guidance:float, null_label, size:int) -> Tensor:
+    "`guided_eps` at step `t` for all of `x`, `size` samples per network call: the memory is set by `size`, not by n."
+    tt, blocks = torch.full((len(x),), t, device=x.device), [slice(i, i + size) for i in range(0, len(x), size)]
+    return torch.cat([guided_eps(net, x[b], tt[b], None if labels is None else labels[b], guidance, null_label)
+                      for b in blocks])
+
 # %% ../nbs/11_guidance.ipynb #31f29658
 def sample(model, # the denoiser, model(x_t, t, labels) with t a LongTensor (B,); see `noise_predictor`
            schedule:NoiseSchedule, # the forward process the model was trained with
@@ -366,18 +373,19 @@ def sample(model, # the denoiser, model(x_t, t, labels) with t a LongTensor (B,)
            progress:bool=True, # show a tqdm progress bar
            device=None, # where to sample; default the model's device, else CPU
            x_T:Tensor|None=None, # start from this noise (n, *shape) instead of drawing it, e.g. from `ddim_invert`
+           batch_size:int|None=1024, # at most this many samples per network call (None: all n at once)
           ) -> Tensor: # the samples, (n, *shape)
     "Draw `n` samples with `sampler`, optionally class-conditional with classifier-free guidance."
     ts, guidance, labels, null_label = check_sample_args(model, schedule, sampler, n, labels, guidance, seed,
-                                                          null_label, callback)
+                                                          null_label, callback, batch_size)
     x, clip_x0, g = _start(model, n, shape, x_T, device, clip_x0, seed)
     labels, net = None if labels is None else labels.to(x.device), noise_predictor(model, schedule)
-    if hasattr(callback, 'start'): callback.start(x)
+    if hasattr(callback, 'start'): callback.start(x, len(ts))
     stepper = sampler.begin() if hasattr(sampler, 'begin') else sampler     # a solver with a memory starts afresh
     with evaluating(model):
         steps = tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc=type(sampler).__name__)
         for i, (t, t_prev) in enumerate(steps):
-            eps = guided_eps(net, x, torch.full((n,), t, device=x.device), labels, guidance, null_label)
+            eps = _eps_in_blocks(net, x, t, labels, guidance, null_label, batch_size or n)
             x, x0_pred = stepper.step(schedule, eps, t, t_prev, x, clip_x0, g)
             if callback is not None: callback(i, t, x, x0_pred)
     return x
@@ -413,13 +421,14 @@ def _check_labels(labels, n:int, model, null_label):
     return labels.long()
 
 # %% ../nbs/11_guidance.ipynb #ac9af3da
-def check_sample_args(model, schedule, sampler, n, labels, guidance, seed, null_label, callback):
+def check_sample_args(model, schedule, sampler, n, labels, guidance, seed, null_label, callback, batch_size=None):
     "Validate `sample`'s arguments; returns (timesteps, guidance, labels, null_label)."
     if not callable(model):
         raise ValueError(f"model must be callable as model(x_t, t, labels), got {type(model).__name__}")
     check_instance(schedule, 'schedule', NoiseSchedule)
     ts, n = _check_sampler(sampler, schedule), check_int(n, 'n', 1)
     if seed is not None and not is_int(seed): raise ValueError(f"seed must be an int or None, got {seed!r}")
+    if batch_size is not None: check_int(batch_size, 'batch_size', 1)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable or None, got {callback!r}")
     guidance = check_number(guidance, 'guidance', why=' (1: conditional, 0: unconditional, > 1: stronger)')
@@ -464,14 +473,17 @@ def _start(model, n, shape, x_T, device, clip_x0, seed):
 # %% ../nbs/11_guidance.ipynb #8d65d21e
 class Trajectory:
     "A `sample` callback that keeps `t` (the steps taken), `x_t` (x_T, then the sample after each step) and `x0_pred`."
-    def __init__(self): self.t, self.x_t, self.x0_pred = [], [], []
+    def __init__(self, frames:int|None=None): # keep this many states, evenly spaced, first and last (None: all)
+        self.frames = None if frames is None else check_int(frames, 'frames', 2)
+        self.t, self.x_t, self.x0_pred, self.keep = [], [], [], None
 
-    def start(self, x_T:Tensor):
-        "Called by `sample` before the first step: forget any earlier run, keep x_T."
-        self.__init__(); self.x_t.append(x_T)
+    def start(self, x_T:Tensor, steps:int|None=None):
+        "Called by `sample` before the first of its `steps`: forget any earlier run, keep x_T, pick the states to keep."
+        self.t, self.x_t, self.x0_pred, f = [], [x_T], [], self.frames
+        self.keep = None if f is None or steps is None else {round(j * steps / (f - 1)) for j in range(f)}
 
     def __call__(self, i:int, t:int, x_t:Tensor, x0_pred:Tensor):
-        self.t.append(t); self.x_t.append(x_t); self.x0_pred.append(x0_pred)
+        if self.keep is None or i + 1 in self.keep: self.t.append(t); self.x_t.append(x_t); self.x0_pred.append(x0_pred)
 
 # %% ../nbs/11_guidance.ipynb #c62d54cc
 SAMPLERS = ('ddim', 'ddpm', 'dpm++', 'euler', 'heun')
