@@ -20,7 +20,7 @@ from .checkpoint import save_checkpoint, load_checkpoint, model_from_config, sch
 from .data import load_dataset, DiffusionDataset
 from .mlp import MLPConfig, MLPDenoiser
 from .runtime import (JSONConfig, pick_device, model_precision, pick_precision, autocast, init_distributed,
-                             wrap_ddp, any_process, replicas_differ)
+                             wrap_ddp, any_process, per_process, replicas_differ, rng_states, set_rng_states)
 from .samplers import DDIM, sample
 from .schedules import NoiseSchedule, PREDICTIONS
 from .unet import UNet, UNetConfig
@@ -29,7 +29,7 @@ from .viz import atomic_write, plot_loss, save_grid, save_scatter
 # %% auto #0
 __all__ = ['DEFAULT_PRESETS', 'PREVIEW_AT', 'diffusion_loss', 'min_snr_weight', 'EMA', 'lr_factor', 'TrainConfig', 'build_model',
            'default_lr', 'TrainingDiverged', 'Trainer', 'Callback', 'Logger', 'ProgressBar', 'Checkpointer',
-           'Previewer', 'LiveLossPlot', 'StopOnSigint', 'ReplicaCheck']
+           'Previewer', 'LiveLossPlot', 'StopOnSignal', 'ReplicaCheck']
 
 # %% ../nbs/08_training.ipynb #e21f6d6d
 def _drop_labels(labels:Tensor, p:float, null_label:int|None, generator) -> Tensor:
@@ -278,7 +278,11 @@ def train_step(self:Trainer, x:Tensor, y:Tensor) -> float:
         loss = diffusion_loss(self.net, self.schedule, x, y, generator=self.gen, p_uncond=c.p_uncond if y is not None
                               else 0., null_label=getattr(self.model, 'null_label', None),
                               prediction=c.prediction, min_snr_gamma=c.min_snr_gamma)
-    if not math.isfinite(value := loss.item()): raise TrainingDiverged(f"the loss is {value} at step {self.step}")
+    losses = per_process(loss.item(), self.world, self.device)     # every process sees every loss, so that ...
+    if bad := [(r, v) for r, v in enumerate(losses) if not math.isfinite(v)]:     # ... all of them stop together
+        where = f" in process {bad[0][0]} of {self.world}" if self.world > 1 else ''
+        raise TrainingDiverged(f"the loss is {bad[0][1]}{where} at step {self.step}")
+    value = losses[self.rank]
     self.opt.zero_grad(set_to_none=True)
     self.scaler.scale(loss).backward()
     self.scaler.unscale_(self.opt)
@@ -305,7 +309,7 @@ def batches(self:Trainer):
 @patch
 def state_dict(self:Trainer) -> dict:
     "Everything needed to continue this run exactly: weights, EMA, optimizer, loss scaler, counters, RNGs, config."
-    rng = {'gen': self.gen.get_state(), 'torch': torch.get_rng_state()}
+    rng = {'gen': self.gen.get_state(), **rng_states()}          # the CPU's, and each GPU's
     rngs = [rng]
     if self.world > 1: rngs = [None] * self.world; dist.all_gather_object(rngs, rng)   # every process's, by rank
     return {'config': self.cfg.to_dict(), 'model_config': self.model.config.to_dict(),
@@ -318,10 +322,10 @@ def state_dict(self:Trainer) -> dict:
 def load_state_dict(self:Trainer, sd:dict):
     "Restore a state written by `state_dict` (exactly, if the number of processes is the same)."
     self.model.load_state_dict(sd['model']); self.ema.load_state_dict(sd['ema']); self.opt.load_state_dict(sd['opt'])
-    self.scaler.load_state_dict(sd['scaler'])
+    if sd['scaler']: self.scaler.load_state_dict(sd['scaler'])        # empty unless it was written in fp16
     self.step, self.elapsed, self.history = sd['step'], sd['elapsed'], list(sd['history'])
     if len(sd['rng']) == self.world:
-        self.gen.set_state(sd['rng'][self.rank]['gen']); torch.set_rng_state(sd['rng'][self.rank]['torch'])
+        self.gen.set_state(sd['rng'][self.rank]['gen']); set_rng_states(sd['rng'][self.rank])
     else:
         warnings.warn(f"the checkpoint was written by {len(sd['rng'])} process(es), this run has {self.world}: "
                       "training continues, but not bit-for-bit as the original run would have")
@@ -449,19 +453,21 @@ class LiveLossPlot(Callback):
         else: self.handle.update(fig)
 
 # %% ../nbs/08_training.ipynb #b0b6461c
-class StopOnSigint(Callback):
-    "While training, the first SIGINT (Ctrl-C) sets `trainer.stop`; a second one raises KeyboardInterrupt."
+class StopOnSignal(Callback):
+    "While training, the first SIGINT (Ctrl-C) or SIGTERM (`kill`) sets `trainer.stop`; a second one aborts the run."
+    signals = (signal.SIGINT, signal.SIGTERM)
     def before_fit(self, tr):
-        self.tr, self.requested, self.old = tr, False, None
-        if threading.current_thread() is threading.main_thread(): self.old = signal.signal(signal.SIGINT, self.handle)
+        self.tr, self.requested, self.old = tr, False, {}
+        if threading.current_thread() is threading.main_thread():        # Python's handlers live in the main thread
+            self.old = {s: signal.signal(s, self.handle) for s in self.signals}
     def handle(self, signum, frame):
-        "The SIGINT handler."
+        "The handler of both signals."
         if self.requested: raise KeyboardInterrupt
         self.requested = self.tr.stop = True
-        if self.tr.is_main: print('\nStopping after this step and saving a checkpoint (Ctrl-C again to abort).',
-                                  file=sys.stderr)
+        if self.tr.is_main: print(f'\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint '
+                                  '(Ctrl-C or SIGTERM again to abort).', file=sys.stderr)
     def cleanup_fit(self, tr):
-        if self.old is not None: signal.signal(signal.SIGINT, self.old)
+        for s, old in self.old.items(): signal.signal(s, old)
 
 # %% ../nbs/08_training.ipynb #5d35a296
 class ReplicaCheck(Callback):
@@ -499,7 +505,7 @@ def fit(self:Trainer,
 # %% ../nbs/08_training.ipynb #966c722f
 @patch
 def _default_callbacks(self:Trainer, progress:bool) -> list:
-    cbs = [Logger(), Checkpointer(), Previewer(), StopOnSigint()]
+    cbs = [Logger(), Checkpointer(), Previewer(), StopOnSignal()]
     if progress and self.is_main: cbs.append(ProgressBar())
     return cbs + ([ReplicaCheck()] if self.world > 1 else [])
 
@@ -531,14 +537,16 @@ def _settings_of_old(sd:dict) -> dict:
 @patch(cls_method=True)
 def from_checkpoint(cls:Trainer, path:str|Path, # a checkpoint file or a run folder
                     out:str|Path|None=None, # run folder to continue in (None: the checkpoint's folder)
-                    **overrides) -> Trainer: # settings to change, such as `steps`
+                    **overrides) -> Trainer: # settings to change, such as `steps` or `precision`
     "Rebuild a run from its checkpoint to continue it."
     sd = load_checkpoint(path)
     d = {**sd['config'], **_settings_of_old(sd), **overrides}
     if overrides.get('steps') is not None: d['minutes'] = None
     if overrides.get('minutes') is not None: d['steps'] = None
-    path = Path(path)
+    mc, path = sd['model_config'], Path(path)
+    if overrides.get('precision') is not None and 'precision' in mc:       # the U-Net's own bf16 autocast follows
+        mc = {**mc, 'precision': model_precision(overrides['precision'])}
     trainer = cls(TrainConfig.from_dict(d), out=out if out is not None else (path if path.is_dir() else path.parent),
-                  model=model_from_config(sd['model_class'], sd['model_config']))
+                  model=model_from_config(sd['model_class'], mc))
     trainer.load_state_dict(sd)
     return trainer
