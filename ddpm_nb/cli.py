@@ -4,16 +4,15 @@
 
 # %% ../nbs/94_cli.ipynb #a0b7ae80
 from __future__ import annotations
-import dataclasses, inspect, sys, time, types
+import argparse, dataclasses, inspect, shutil, sys, time, types
 from pathlib import Path
-from typing import Union, get_args, get_origin, get_type_hints
+from typing import NamedTuple, Union, get_args, get_origin, get_type_hints
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from fastcore.docments import docments
-from fastcore.script import Param, anno_parser, bool_arg
 from ._checks import check_int
-from .checkpoint import CheckpointError, load_for_sampling
+from .checkpoint import CheckpointError, load_checkpoint, load_for_sampling
 from .data import DatasetNotAvailableError
 from .edit import edit_images, read_image, read_mask
 from .runtime import pick_device
@@ -22,54 +21,63 @@ from .train import Trainer, TrainConfig, TrainingDiverged
 from .viz import OUT_FORMATS, save_samples
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'DEFAULT_MINUTES', 'RESUMABLE', 'run_cli', 'config_options', 'ddpm_nb_train', 'train_main',
-           'parse_labels', 'ddpm_nb_sample', 'sample_main', 'ddpm_nb_serve', 'serve_main']
+__all__ = ['USER_ERRORS', 'DEFAULT_MINUTES', 'RESUMABLE', 'cli_parser', 'run_cli', 'config_options', 'ddpm_nb_train',
+           'train_main', 'parse_labels', 'ddpm_nb_sample', 'sample_main', 'ddpm_nb_serve', 'serve_main']
+
+# %% ../nbs/94_cli.ipynb #bdb33a06
+def _cli_type(anno):
+    "The argparse type of an annotation: the non-None type of an Optional; `str` if there is none."
+    if anno is inspect.Parameter.empty: return str
+    if get_origin(anno) is Union or isinstance(anno, types.UnionType):
+        anno = next(a for a in get_args(anno) if a is not type(None))
+    return anno
+
+def _field_help(doc:str|None, default) -> str:
+    shown = default not in (None, dataclasses.MISSING, inspect.Parameter.empty)
+    return ((doc or '') + (f' (default: {default})' if shown else '')).replace('%', '%%')   # argparse formats help
 
 # %% ../nbs/94_cli.ipynb #db11ec83
-def _cli_argv(argv:list, bool_flags:set) -> list:
-    "Accept `--dashed-names` for `--dashed_names`, `--flag` for `--flag True` and `--no-flag` for `--flag False`."
-    out = []
-    for i, a in enumerate(argv):
-        if a.startswith('--'):
-            name, eq, val = a[2:].partition('=')
-            name = name.replace('-', '_')
-            bare = not eq and (i + 1 == len(argv) or argv[i + 1].startswith('--'))
-            if name.startswith('no_') and name[3:] in bool_flags and bare: out += [f'--{name[3:]}', 'False']; continue
-            if name in bool_flags and bare: out += [f'--{name}', 'True']; continue
-            a = f'--{name}' + (f'={val}' if eq else '')
-        out.append(a)
-    return out
+class _Option(NamedTuple):
+    "A parameter's annotation that carries its help text and type (`config_options` makes them)."
+    help:str; type:type
+
+def _formatter(prog:str) -> argparse.HelpFormatter:
+    return argparse.HelpFormatter(prog, max_help_position=34, width=min(120, shutil.get_terminal_size((120, 30))[0]))
+
+def cli_parser(func, prog:str|None=None) -> argparse.ArgumentParser:
+    "The options of `func`'s parameters: `--dashed-names`, `--flag`/`--no-flag` for a bool, help from the comments."
+    p = argparse.ArgumentParser(prog=prog or func.__name__, description=func.__doc__, formatter_class=_formatter)
+    docs, defaults = docments(func), {}
+    for name, prm in inspect.signature(func, eval_str=True).parameters.items():
+        if prm.kind == prm.VAR_KEYWORD: continue
+        a = prm.annotation
+        own = not isinstance(a, _Option)
+        help, typ = (_field_help(docs.get(name), prm.default), _cli_type(a)) if own else (a.help, a.type)
+        kind = {'action': argparse.BooleanOptionalAction} if typ is bool else {'type': typ}
+        p.add_argument('--' + name.replace('_', '-'), help=help, required=prm.default is prm.empty, **kind)
+        defaults[name] = None if prm.default is prm.empty else prm.default
+    p.set_defaults(**defaults)
+    return p
 
 # %% ../nbs/94_cli.ipynb #9d70dfe3
 USER_ERRORS = (ValueError, CheckpointError, DatasetNotAvailableError, TrainingDiverged)
 
 def run_cli(func, argv:list|None=None):
     "Parse `argv` (default `sys.argv[1:]`) into `func`'s options and call it; a user's mistake exits with status 1."
-    p = anno_parser(func, prog=func.__name__)
-    flags = {a.dest for a in p._actions if a.type is bool_arg}
-    args = vars(p.parse_args(_cli_argv(sys.argv[1:] if argv is None else argv, flags)))
-    for k in ('pdb', 'xtra'): args.pop(k, None)          # fastcore's own extras
+    if argv is not None and (isinstance(argv, str) or not all(isinstance(a, str) for a in argv)):
+        raise ValueError(f"argv must be a list of strings such as ['--steps', '2'], got {argv!r}")
+    args = vars(cli_parser(func).parse_args(sys.argv[1:] if argv is None else argv))
     try: return func(**args)
     except USER_ERRORS as e: print(f"{func.__name__}: error: {e}", file=sys.stderr); sys.exit(1)
-
-# %% ../nbs/94_cli.ipynb #bdb33a06
-def _cli_type(anno):
-    "The argparse type of a field annotation: the non-None type of an Optional; `bool_arg` for a flag."
-    if get_origin(anno) is Union or isinstance(anno, types.UnionType):
-        anno = next(a for a in get_args(anno) if a is not type(None))
-    return bool_arg if anno is bool else anno
-
-def _field_help(doc:str|None, default) -> str:
-    return (doc or '') + ('' if default in (None, dataclasses.MISSING) else f' (default: {default})')
 
 # %% ../nbs/94_cli.ipynb #f6672b96
 def config_options(cfg_cls):
     "Decorator: `func(..., **config)` takes the fields of dataclass `cfg_cls` as options (type, help from its comment)."
     def add(func):
-        sig, hints, helps = inspect.signature(func), get_type_hints(cfg_cls), docments(cfg_cls)
+        sig, hints, helps = inspect.signature(func, eval_str=True), get_type_hints(cfg_cls), docments(cfg_cls)
         own = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
         opts = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                  annotation=Param(_field_help(helps[f.name], f.default), _cli_type(hints[f.name])))
+                                  annotation=_Option(_field_help(helps[f.name], f.default), _cli_type(hints[f.name])))
                 for f in dataclasses.fields(cfg_cls)]
         func.__signature__ = sig.replace(parameters=own + opts)
         return func
@@ -77,7 +85,10 @@ def config_options(cfg_cls):
 
 # %% ../nbs/94_cli.ipynb #ed0372a0
 DEFAULT_MINUTES = 8.0
-RESUMABLE = ('steps', 'minutes', 'sample_every')
+RESUMABLE = ('steps', 'minutes', 'device', 'precision', 'log_every', 'sample_every', 'ckpt_every', 'n_preview',
+             'preview_steps')       # the settings a resumed run may change
+
+def _flag(k:str) -> str: return '--' + k.replace('_', '-')
 
 def _new_run(out:str|None, given:dict) -> Trainer:
     outdir = Path(out or f"runs/{given.get('dataset', TrainConfig.dataset)}")
@@ -87,9 +98,11 @@ def _new_run(out:str|None, given:dict) -> Trainer:
     return Trainer(TrainConfig(**given), out=outdir)
 
 def _resumed_run(resume:str, out:str|None, given:dict) -> Trainer:
-    if fixed := [k for k in given if k not in RESUMABLE]:
-        allowed = ', '.join('--' + k.replace('_', '-') for k in RESUMABLE)
-        raise ValueError(f"a resumed run keeps its settings: only {allowed} and --out may be given, got {fixed}")
+    kept = load_checkpoint(resume)['config']
+    if changed := [k for k, v in given.items() if k not in RESUMABLE and v != kept.get(k)]:
+        what = ', '.join(f"{_flag(k)} (the run's: {kept.get(k)!r})" for k in changed)
+        raise ValueError(f"a resumed run keeps its settings and cannot change {what}; start a new run with --out "
+                         f"for that. Resuming may change {', '.join(map(_flag, RESUMABLE))}")
     return Trainer.from_checkpoint(resume, out=out, **given)
 
 # %% ../nbs/94_cli.ipynb #29dd3e93
@@ -106,7 +119,8 @@ def ddpm_nb_train(
         if trainer.is_main: print('ddpm_nb_train:', trainer.describe())
         trainer.fit(progress=sys.stderr.isatty())      # a bar in a terminal, not in logs or notebooks
         if trainer.is_main:
-            print(f"done: step {trainer.step}, {trainer.elapsed / 60:.1f} min; run folder {trainer.out}")
+            how = 'done' if trainer.progress() >= 1 else f'stopped (continue it with --resume {trainer.out})'
+            print(f"{how}: step {trainer.step}, {trainer.elapsed / 60:.1f} min; run folder {trainer.out}")
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
