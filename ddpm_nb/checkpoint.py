@@ -115,10 +115,15 @@ def load_pretrained(name:str='digits-cond', # one of `pretrained_names()`
 # %% ../nbs/93_checkpoint.ipynb #ea001726
 def load_for_sampling(ckpt:str, # a shipped model's name, a checkpoint or model file, or a run folder
                       device, # where the model and schedule go
+                      precision:str|None=None, # 'auto', 'fp32' or 'bf16' for a U-Net's forward pass; None: as saved
                      ) -> tuple[nn.Module, NoiseSchedule, dict]: # (model in eval mode, schedule, run config)
-    "The EMA model of `ckpt`, whichever of the three it is."
-    if ckpt in pretrained_names(): return load_pretrained(ckpt, device=device)
-    if not Path(ckpt).exists():
-        raise ValueError(f"--ckpt {ckpt!r}: no such checkpoint file or run folder, "
-                         f"and no shipped model of that name ({', '.join(pretrained_names())})")
-    return load_model(ckpt, device=device)
+    "The EMA model of `ckpt`, whichever of the three it is, set to run in `precision`."
+    if precision is not None: check_choice(precision, '--precision', ('auto', 'fp32', 'bf16'))
+    if ckpt in pretrained_names(): model, schedule, cfg = load_pretrained(ckpt, device=device)
+    elif Path(ckpt).exists(): model, schedule, cfg = load_model(ckpt, device=device)
+    else: raise ValueError(f"--ckpt {ckpt!r}: no such checkpoint file or run folder, "
+                           f"and no shipped model of that name ({', '.join(pretrained_names())})")
+    if precision not in (None, 'fp32') and not isinstance(model, UNet):
+        raise ValueError(f"--precision {precision}: only a U-Net has a bf16 path, not a {type(model).__name__}")
+    if isinstance(model, UNet) and precision is not None: model.config.precision = precision
+    return model, schedule, cfg

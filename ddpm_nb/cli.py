@@ -5,6 +5,7 @@
 # %% ../nbs/94_cli.ipynb #a0b7ae80
 from __future__ import annotations
 import argparse, dataclasses, inspect, shutil, sys, time, types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, Union, get_args, get_origin, get_type_hints
 import torch
@@ -21,8 +22,9 @@ from .train import Trainer, TrainConfig, TrainingDiverged
 from .viz import OUT_FORMATS, save_samples
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'DEFAULT_MINUTES', 'RESUMABLE', 'cli_parser', 'run_cli', 'config_options', 'ddpm_nb_train',
-           'train_main', 'parse_labels', 'ddpm_nb_sample', 'sample_main', 'ddpm_nb_serve', 'serve_main']
+__all__ = ['USER_ERRORS', 'DEFAULT_MINUTES', 'RESUMABLE', 'GIF_FRAMES', 'cli_parser', 'run_cli', 'config_options',
+           'ddpm_nb_train', 'train_main', 'parse_labels', 'ddpm_nb_sample', 'sample_main', 'ddpm_nb_serve',
+           'serve_main']
 
 # %% ../nbs/94_cli.ipynb #bdb33a06
 def _cli_type(anno):
@@ -173,6 +175,9 @@ def _draw(model, schedule, n, sampler, steps, eta, labels, guidance, seed, traj,
                           eta=eta, labels=y, guidance=w, seed=seed, callback=traj, progress=progress)
     return x, y, f'{n} edits of {init} ({what})'
 
+# %% ../nbs/94_cli.ipynb #b3efa281
+GIF_FRAMES = 40   # states an animation shows: x_T, the output and 38 evenly spaced between (lesson 11)
+
 # %% ../nbs/94_cli.ipynb #cb35c953
 def ddpm_nb_sample(
     ckpt:str='digits-cond',    # checkpoint file, run folder of ddpm_nb_train, or shipped model name
@@ -186,6 +191,7 @@ def ddpm_nb_sample(
     out:str='samples.png',     # .png grid | .npz arrays | .gif animation of the reverse process
     scale:int=None,            # .png/.gif: each pixel as scale × scale (default: every image at least 48 px wide)
     device:str='auto',         # auto | cpu | cuda | cuda:N | mps
+    precision:str=None,        # a U-Net's forward pass: auto | fp32 | bf16 (default: as the model was saved)
     init:str=None,             # edit this image file (square, white strokes on black like the samples), see lesson 11b
     strength:float=None,       # with --init: SDEdit's t0 / T in (0, 1] (default 0.2): 0 keeps the image, 1 forgets it
     mask:str=None,             # with --init: inpaint where this black-and-white file is white (RePaint)
@@ -195,8 +201,8 @@ def ddpm_nb_sample(
     _check_out(out)
     if scale is not None: check_int(scale, '--scale', lo=1)
     n = check_int((40 if init is None else 8) if n is None else n, '--n', lo=1)
-    model, schedule, _ = load_for_sampling(ckpt, pick_device(device))
-    traj, start = Trajectory() if Path(out).suffix.lower() == '.gif' else None, time.perf_counter()
+    model, schedule, _ = load_for_sampling(ckpt, pick_device(device), precision)
+    traj, start = Trajectory(GIF_FRAMES) if Path(out).suffix.lower() == '.gif' else None, time.perf_counter()
     x, y, what = _draw(model, schedule, n, sampler, steps, eta, labels, guidance, seed, traj,
                        init, mask, strength, jumps)
     k = getattr(model, 'num_classes', None)
@@ -215,12 +221,20 @@ def ddpm_nb_serve(
     host:str='127.0.0.1',      # interface to listen on (127.0.0.1: this machine only)
     port:int=8000,             # TCP port
     device:str='auto',         # auto | cpu | cuda | cuda:N | mps
+    precision:str=None,        # a U-Net's forward pass: auto | fp32 | bf16 (default: as the model was saved)
+    max_cost:int=20_000,       # image evaluations one request may cost: images × network calls × 2 if guided
+    batch:int=16,              # requests sampled at once, their network calls stacked into shared passes
+    queue:int=64,              # requests that may wait for a place; more are answered 503 with Retry-After
+    timeout:float=60.,         # seconds a request may take; work still running then is stopped, 503
+    rows:int=32,               # rows of every network pass (each image comes out as it would alone)
 ):
-    "Serve samples of a trained model over HTTP (routes /health, /info, POST /sample, GET /sample.png, POST /edit)."
+    "Serve samples of a trained model over HTTP (/health, /info, /metrics, POST /sample, GET /sample.png, POST /edit)."
     import uvicorn
-    from ddpm_nb.serve import create_app       # FastAPI is an optional extra
-    model, schedule, _ = load_for_sampling(ckpt, pick_device(device))
-    uvicorn.run(create_app(model, schedule, ckpt), host=host, port=port, log_level='warning')
+    from ddpm_nb.serve import ServiceLimits, create_app       # FastAPI is an optional extra
+    limits = ServiceLimits(max_cost, batch, queue, timeout, rows)
+    with ThreadPoolExecutor(1) as pool:        # not on the main thread (see above)
+        model, schedule, _ = pool.submit(load_for_sampling, ckpt, pick_device(device), precision).result()
+    uvicorn.run(create_app(model, schedule, ckpt, limits), host=host, port=port, log_level='warning')
 
 def serve_main(argv:list|None=None):
     "Console entry point of `ddpm_nb_serve`."

@@ -138,7 +138,7 @@ def padded_blocks(model, # called as model(x, t, labels) on `rows` rows at a tim
 
 # %% ../nbs/13_serve.ipynb #070beb42
 class Batcher(nn.Module):
-    "Stands in for `model`: the calls of the threads that `joined` it are stacked into one pass a step, on its own thread."
+    "Stands in for `model`: the calls of the threads that `joined` it are stacked into one pass a step, on a thread."
     def __init__(self, model:nn.Module, rows:int=32):
         super().__init__()
         self.model, self.rows, self.lock = model, check_int(rows, 'rows', 1), threading.Lock()
@@ -169,7 +169,7 @@ def forward(self:Batcher, x:Tensor, t:Tensor, labels:Tensor|None=None) -> Tensor
 
 @patch
 def _serve(self:Batcher):
-    "The network thread: one pass over the stacked calls whenever all members wait; each call gets its rows or the error."
+    "The network thread: one pass over the stacked calls once all members wait; each call gets its rows or the error."
     while True:
         with self.lock:
             while not self.ready(): self.wake.wait()
