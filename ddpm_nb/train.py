@@ -496,7 +496,9 @@ def fit(self:Trainer,
             if until is not None and self.step >= until: break
             self.loss = self.train_step(x, y)
             self._callback('after_step')
-    except TrainingDiverged as e: raise TrainingDiverged(self._diverged(e)) from None
+    except TrainingDiverged as e:                      # every process stops at this step (see `train_step`) ...
+        if self.world > 1: dist.barrier()              # ... and none leaves while another is in the loss's all-reduce
+        raise TrainingDiverged(self._diverged(e)) from None
     finally: self._callback('cleanup_fit')
     self._callback('after_fit')
     if self.world > 1: dist.barrier()          # every process finishes before any leaves (gloo can abort else)
