@@ -129,6 +129,10 @@ def padded_blocks(model, # called as model(x, t, labels) on `rows` rows at a tim
                   rows:int, # rows per call; the last block is padded with zeros to this size
                  ) -> Tensor: # model(x, t, labels), B rows
     "The model on `x` in blocks of exactly `rows` rows, so that each row's result does not depend on the others."
+    check_int(rows, 'rows', lo=1)
+    if len(t) != len(x) or (labels is not None and len(labels) != len(x)):
+        raise ValueError(f"x, t and labels need a row per image each, got {len(x)}, {len(t)} and "
+                         f"{'no labels' if labels is None else len(labels)}")
     pad = -len(x) % rows
     def padded(a): return a if a is None or not pad else torch.cat([a, a.new_zeros(pad, *a.shape[1:])])
     x, t, labels = padded(x), padded(t), padded(labels)
@@ -258,7 +262,9 @@ class Abandoned(Exception): "A request's work was stopped: it timed out, or its 
 
 class Ticket:
     "One request's deadline and a flag to abandon it; `check` is a `sample` callback that stops abandoned work."
-    def __init__(self, timeout:float): self.deadline, self.abandoned = time.monotonic() + timeout, threading.Event()
+    def __init__(self, timeout:float): # seconds from now
+        self.deadline = time.monotonic() + check_number(timeout, 'timeout', lo=0, lo_open=True)
+        self.abandoned = threading.Event()
     def late(self) -> bool: return time.monotonic() > self.deadline
     def check(self, *_):
         "Raise `Abandoned` if the request was given up or is late."
@@ -268,6 +274,7 @@ class Ticket:
 class Admission:
     "Runs jobs on `limits.batch` threads with at most `limits.queue` waiting; refuses more with `Busy`."
     def __init__(self, limits:ServiceLimits):
+        if not isinstance(limits, ServiceLimits): raise TypeError(f'limits must be a ServiceLimits, got {limits!r}')
         self.limits, self.pool, self.lock = limits, ThreadPoolExecutor(limits.batch, 'ddpm_nb'), threading.Lock()
         self.waiting, self.running, self.seconds = 0, 0, 1.0        # seconds: a running mean of a job's time
 
