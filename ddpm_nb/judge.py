@@ -9,28 +9,34 @@ from functools import lru_cache
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from ._checks import check_int, shape_str
+from ._checks import check_int, check_int_choice, shape_str
 from .data import load_dataset, resize_images
 
 # %% auto #0
-__all__ = ['DigitClassifier', 'train_digit_classifier', 'digit_judge', 'recognised', 'confidence', 'variety']
+__all__ = ['DigitClassifier', 'train_digit_classifier', 'digit_judge', 'mnist_judge', 'judge_for', 'recognised', 'confidence',
+           'variety']
 
 # %% ../nbs/07c_judge.ipynb #5a15c9db
 class DigitClassifier(nn.Module):
-    "A small CNN for 16×16 grey digits in [-1, 1]: two conv blocks, a `feat_dim` feature layer, class logits."
-    def __init__(self, width:int=16, feat_dim:int=64, num_classes:int=10):
+    "A small CNN for grey `size`×`size` digits in [-1, 1]: two conv blocks, features, logits."
+    def __init__(self, width:int=16, feat_dim:int=64, num_classes:int=10,
+                 size:int=16): # side of the digits it reads: 16 (8×8 digits resized) or 28 (MNIST)
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
-                                  nn.Conv2d(width, 2 * width, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2), nn.Flatten(),
-                                  nn.Linear(2 * width * 16, feat_dim), nn.SiLU())
+        self.size = check_int_choice(size, 'size', (16, 28))
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.SiLU(), nn.AvgPool2d(2),
+            nn.Flatten(), nn.Linear(2 * width * (size // 4) ** 2, feat_dim), nn.SiLU())
         self.head = nn.Linear(feat_dim, num_classes)
 
     def features(self, x:Tensor) -> Tensor:
-        "Feature vectors (N, feat_dim) of digits x (N, 1, 16, 16), or (N, 1, 8, 8) resized as the 16×16 data are."
-        native = isinstance(x, Tensor) and x.ndim == 4 and tuple(x.shape[1:]) == (1, 8, 8)
-        if native: x = resize_images(x.float(), 16)
-        if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 16, 16):
-            raise ValueError(f"expected grey digits (N, 1, 16, 16), or (N, 1, 8, 8) at their native size, in [-1, 1], "
+        "Features (N, feat_dim) of digits (N, 1, size, size); also of 8×8 digits and padded MNIST."
+        s, shape = self.size, tuple(x.shape[1:]) if isinstance(x, Tensor) and x.ndim == 4 else None
+        if s == 16 and shape == (1, 8, 8): x = resize_images(x.float(), 16)   # as the 16×16 data
+        if s == 28 and shape == (1, 32, 32): x = x[..., 2:30, 2:30]          # the padding cut off
+        if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, s, s):
+            also = '(N, 1, 8, 8) at their native size' if s == 16 else '(N, 1, 32, 32) padded'
+            raise ValueError(f"expected grey digits (N, 1, {s}, {s}), or {also}, in [-1, 1], "
                              f"got {shape_str(x)}")
         return self.body(x.float())
 
@@ -38,18 +44,25 @@ class DigitClassifier(nn.Module):
 
 # %% ../nbs/07c_judge.ipynb #0de64575
 @torch.enable_grad()
-def train_digit_classifier(x:Tensor, y:Tensor, epochs:int=15, batch_size:int=128, lr:float=3e-3,
-                           seed:int=0) -> DigitClassifier:
-    "Train a `DigitClassifier` on images `x` (N, 1, 16, 16), labels `y`, with random ±1-pixel shifts (in eval mode)."
+def train_digit_classifier(x:Tensor, # grey digits (N, 1, 16, 16) or (N, 1, 28, 28) in [-1, 1]
+                           y:Tensor, # their labels (N,)
+                           epochs:int=15, batch_size:int=128, lr:float=3e-3, seed:int=0,
+                           width:int=16, # channels of the first convolution
+                           shift:int=1, # each batch is rolled by up to this many pixels each way
+                          ) -> DigitClassifier:
+    "Train a `DigitClassifier` for the size of `x`, each batch randomly shifted; in eval mode."
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
-    m = DigitClassifier()
+    m = DigitClassifier(width=width, size=x.shape[-1])
     opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * math.ceil(len(x) / batch_size))
     for _ in range(epochs):
         for idx in torch.randperm(len(x), generator=g).split(batch_size):
-            dy, dx = torch.randint(-1, 2, (2,), generator=g).tolist()
+            dy, dx = torch.randint(-shift, shift + 1, (2,), generator=g).tolist()
             loss = F.cross_entropy(m(torch.roll(x[idx], (dy, dx), (2, 3))), y[idx])
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
     return m.eval()
 
 # %% ../nbs/07c_judge.ipynb #19bf87c7
@@ -59,9 +72,22 @@ def digit_judge(seed:int=0) -> DigitClassifier:
     train = load_dataset('digits', split='train')
     return train_digit_classifier(train.x, train.y, seed=seed).requires_grad_(False)
 
+# %% ../nbs/07c_judge.ipynb #8c803048
+@lru_cache(maxsize=None)
+def mnist_judge(seed:int=0) -> DigitClassifier:
+    "The judge of 28×28 digits, trained on the 4,000 `mnist5k` training digits only (once a process)."
+    train = load_dataset('mnist5k', split='train')
+    judge = train_digit_classifier(train.x, train.y, epochs=20, seed=seed, width=32, shift=2)
+    return judge.requires_grad_(False)
+
+def judge_for(x:Tensor) -> DigitClassifier:
+    "The course's judge for images like `x`: `mnist_judge` for 28×28 digits, `digit_judge` for 8×8."
+    is_mnist = isinstance(x, Tensor) and x.ndim == 4 and x.shape[-1] == 28
+    return mnist_judge() if is_mnist else digit_judge()
+
 # %% ../nbs/07c_judge.ipynb #3a056e8d
 def _judge_probs(x:Tensor, judge:DigitClassifier|None) -> Tensor:
-    judge = judge or digit_judge()
+    judge = judge or judge_for(x)
     with torch.no_grad(): return F.softmax(judge(x.float().cpu()), -1).double()
 
 def recognised(x:Tensor, labels:Tensor, judge:DigitClassifier|None=None) -> tuple[float, float]:
@@ -82,7 +108,7 @@ def variety(x:Tensor, labels:Tensor, judge:DigitClassifier|None=None) -> float:
     "Mean pairwise distance of the judge's features between images of the same label, averaged over the labels."
     if not isinstance(labels, Tensor) or labels.shape != (len(x),):
         raise ValueError(f"labels must be a tensor of {len(x)} class indices, one per image, got {shape_str(labels)}")
-    judge = judge or digit_judge()
+    judge = judge or judge_for(x)
     with torch.no_grad(): f = judge.features(x.float().cpu()).double()
     spreads = [torch.pdist(f[labels.cpu() == c]).mean() for c in labels.unique() if (labels == c).sum() >= 2]
     if not spreads: raise ValueError("variety needs at least two images of some label")

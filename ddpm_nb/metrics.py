@@ -10,7 +10,7 @@ from torch import Tensor
 import torch.nn.functional as F
 from fastcore.basics import patch
 from ._checks import check_int, shape_str
-from .judge import DigitClassifier, digit_judge
+from .judge import DigitClassifier, judge_for
 from .viz import to_unit
 
 # %% auto #0
@@ -92,9 +92,9 @@ def nearest(x:Tensor, ref:Tensor) -> tuple[Tensor, Tensor]:
 
 # %% ../nbs/12_evaluation.ipynb #7f6675b1
 class DigitJudge:
-    "Scores sets of digits (8×8 or 16×16) against digits `ref` in the features of `digit_judge` (or `classifier`)."
+    "Scores sets of digits against digits `ref` in the features of `judge_for(ref)` or `classifier`."
     def __init__(self, ref:Tensor, classifier:DigitClassifier|None=None):
-        self.clf, self.ref = (classifier or digit_judge()).eval(), ref
+        self.clf, self.ref = (classifier or judge_for(ref)).eval(), ref
         f, _ = self.embed(ref, scale=1.)
         self.scale = f.pow(2).mean().sqrt().item()               # features / scale have unit RMS on the reference set
         self.ref_feats = f / self.scale

@@ -15,7 +15,7 @@ from ._checks import (is_int, check_int, check_number, check_bool, check_choice,
                              shape_str)
 
 # %% auto #0
-__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'evaluating', 'DPMSolver', 'Heun', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'sample', 'check_sample_args', 'Trajectory', 'make_sampler']
+__all__ = ['VARIANCES', 'ddpm_step', 'DDPM', 'noise_predictor', 'SPACINGS', 'ddim_step', 'ddim_timesteps', 'DDIM', 'ddim_invert', 'evaluating', 'DPMSolver', 'Heun', 'BLOCK_VALUES', 'SAMPLERS', 'DEFAULT_GUIDANCE', 'guided_eps', 'auto_batch_size', 'sample', 'check_sample_args', 'Trajectory', 'make_sampler']
 
 # %% ../nbs/09_ddpm_sampler.ipynb #84b366e3
 _COEF_NAMES = ('betas', 'alpha_bars', 'posterior_variance', 'posterior_mean_coef1', 'posterior_mean_coef2',
@@ -352,8 +352,18 @@ def guided_eps(model, # noise predictor, called as model(x_t, t, labels)
     return eps_u + guidance * (eps_c - eps_u)                       # Ho & Salimans (2022), Eq. 6 with w = 1 + w'
 
 # %% ../nbs/11_guidance.ipynb #eb16460b
-def _eps_in_blocks(net, x:Tensor, t:int, labels, guidance:float, null_label, size:int) -> Tensor:
-    "`guided_eps` at step `t` for all of `x`, `size` samples per network call: the memory is set by `size`, not by n."
+BLOCK_VALUES = 2**15   # input values a network call, when `sample` cuts the work (lesson 11)
+
+def auto_batch_size(shape:tuple, # the shape of one sample, e.g. (1, 28, 28)
+                    guided:bool=False, # each sample goes through the network twice (guidance != 1)
+                   ) -> int: # samples per network call
+    "Samples per network call that keep a call's input near `BLOCK_VALUES` values."
+    return max(1, BLOCK_VALUES // (math.prod(shape) * (2 if guided else 1)))
+
+def _eps_in_blocks(net, x:Tensor, t:int, labels, guidance:float, null_label, batch_size) -> Tensor:
+    "`guided_eps` at step `t` for all of `x`, in network calls of `batch_size` samples (see `sample`)."
+    auto = auto_batch_size(tuple(x.shape[1:]), guidance != 1)
+    size = {'auto': auto, None: len(x)}.get(batch_size, batch_size)
     tt, blocks = torch.full((len(x),), t, device=x.device), [slice(i, i + size) for i in range(0, len(x), size)]
     return torch.cat([guided_eps(net, x[b], tt[b], None if labels is None else labels[b], guidance, null_label)
                       for b in blocks])
@@ -373,7 +383,7 @@ def sample(model, # the denoiser, model(x_t, t, labels) with t a LongTensor (B,)
            progress:bool=True, # show a tqdm progress bar
            device=None, # where to sample; default the model's device, else CPU
            x_T:Tensor|None=None, # start from this noise (n, *shape) instead of drawing it, e.g. from `ddim_invert`
-           batch_size:int|None=1024, # at most this many samples per network call (None: all n at once)
+           batch_size:int|str|None='auto', # samples a call: 'auto' (`auto_batch_size`); None: all n
           ) -> Tensor: # the samples, (n, *shape)
     "Draw `n` samples with `sampler`, optionally class-conditional with classifier-free guidance."
     ts, guidance, labels, null_label = check_sample_args(model, schedule, sampler, n, labels, guidance, seed,
@@ -385,7 +395,7 @@ def sample(model, # the denoiser, model(x_t, t, labels) with t a LongTensor (B,)
     with evaluating(model):
         steps = tqdm(list(zip(ts, ts[1:] + [-1])), disable=not progress, desc=type(sampler).__name__)
         for i, (t, t_prev) in enumerate(steps):
-            eps = _eps_in_blocks(net, x, t, labels, guidance, null_label, batch_size or n)
+            eps = _eps_in_blocks(net, x, t, labels, guidance, null_label, batch_size)
             x, x0_pred = stepper.step(schedule, eps, t, t_prev, x, clip_x0, g)
             if callback is not None: callback(i, t, x, x0_pred)
     return x
@@ -428,7 +438,8 @@ def check_sample_args(model, schedule, sampler, n, labels, guidance, seed, null_
     check_instance(schedule, 'schedule', NoiseSchedule)
     ts, n = _check_sampler(sampler, schedule), check_int(n, 'n', 1)
     if seed is not None and not is_int(seed): raise ValueError(f"seed must be an int or None, got {seed!r}")
-    if batch_size is not None: check_int(batch_size, 'batch_size', 1)
+    if batch_size not in (None, 'auto'):
+        check_int(batch_size, 'batch_size', 1, why=" (or 'auto', or None for all n in one call)")
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable or None, got {callback!r}")
     guidance = check_number(guidance, 'guidance', why=' (1: conditional, 0: unconditional, > 1: stronger)')

@@ -17,13 +17,13 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from ._checks import check_choice, check_int, check_number
 from .checkpoint import save_checkpoint, load_checkpoint, model_from_config, schedule_from_config
-from .data import load_dataset, DiffusionDataset
+from .data import load_dataset, DiffusionDataset, TORCHVISION_SETS
 from .mlp import MLPConfig, MLPDenoiser
 from .runtime import (JSONConfig, pick_device, model_precision, pick_precision, autocast, init_distributed,
                              wrap_ddp, any_process, per_process, replicas_differ, rng_states, set_rng_states)
 from .samplers import DDIM, sample
 from .schedules import NoiseSchedule, PREDICTIONS
-from .unet import UNet, UNetConfig
+from .unet import PRESETS, UNet, UNetConfig
 from .viz import atomic_write, plot_loss, save_grid, save_scatter
 
 # %% auto #0
@@ -160,8 +160,8 @@ def _check_config(c:TrainConfig):
     if c.min_snr_gamma is not None: check_number(c.min_snr_gamma, 'min_snr_gamma', lo=0, lo_open=True)
 
 # %% ../nbs/08_training.ipynb #7cd73c58
-DEFAULT_PRESETS = {'digits': 'digits8', 'mnist': 'mnist', 'fashion_mnist': 'mnist', 'cifar10': 'cifar10',
-                   'folder': 'mnist'}   # the U-Net preset of each image dataset
+DEFAULT_PRESETS = {'digits': 'digits8', 'mnist5k': 'mnist28', 'mnist': 'mnist',   # the U-Net preset
+                   'fashion_mnist': 'mnist', 'cifar10': 'cifar10', 'folder': 'mnist'}   # of each dataset
 
 def build_model(cfg:TrainConfig, ds:DiffusionDataset) -> nn.Module:
     "A fresh denoiser for `ds`: the U-Net preset (`cfg.preset`, or the dataset's) for images, an MLP for 2-D points."
@@ -171,9 +171,16 @@ def build_model(cfg:TrainConfig, ds:DiffusionDataset) -> nn.Module:
             raise ValueError(f"preset {cfg.preset!r} is a U-Net preset; 2-D point data use the MLP")
         return MLPDenoiser.from_config(MLPConfig(dim=ds.x.shape[1], num_classes=num_classes,
                                                      prediction=cfg.prediction))
-    unet = UNetConfig.preset(cfg.preset or DEFAULT_PRESETS.get(cfg.dataset, 'mnist'), in_channels=ds.channels,
-                             image_size=ds.size, num_classes=num_classes, precision=model_precision(cfg.precision),
-                             prediction=cfg.prediction)
+    name = cfg.preset or DEFAULT_PRESETS.get(cfg.dataset, 'mnist')
+    fields = dict(in_channels=ds.channels, image_size=ds.size, num_classes=num_classes,
+                  precision=model_precision(cfg.precision), prediction=cfg.prediction)
+    try: unet = UNetConfig.preset(name, **fields)
+    except ValueError as e:
+        made, s = PRESETS[name]['image_size'], ds.size
+        fits = ', '.join(k for k, v in PRESETS.items() if v['image_size'] == s) or 'none'
+        raise ValueError(f"the U-Net preset {name!r} is made for {made}×{made} images and does not "
+                         f"fit these {s}×{s} ones ({e}); choose another with --preset (made for "
+                         f"{s}×{s}: {fits})") from e
     return UNet.from_config(unet)
 
 # %% ../nbs/08_training.ipynb #e227ebd4
@@ -186,6 +193,10 @@ def _dataset_kwargs(cfg:TrainConfig) -> dict:
     kw = {} if cfg.image_size is None else {'size': cfg.image_size}
     if cfg.image_size is None and cfg.dataset in DEFAULT_PRESETS:
         kw['size'] = UNetConfig.preset(cfg.preset or DEFAULT_PRESETS[cfg.dataset]).image_size
+    if cfg.data_dir is not None and cfg.dataset not in ('folder', *TORCHVISION_SETS):
+        raise ValueError(f"data_dir is the image folder of 'folder' or the download cache of "
+                         f"{', '.join(TORCHVISION_SETS)}; {cfg.dataset!r} needs none, "
+                         f"got {cfg.data_dir!r}")
     if cfg.data_dir is not None: kw['path' if cfg.dataset == 'folder' else 'data_dir'] = cfg.data_dir
     return kw
 
