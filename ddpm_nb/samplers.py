@@ -359,7 +359,7 @@ def auto_batch_size(shape:tuple, # the shape of one sample, e.g. (1, 28, 28)
                    ) -> int: # samples per network call
     "Samples per network call that keep a call's input near `BLOCK_VALUES` values."
     if not (isinstance(shape, tuple) and shape and all(is_int(s) and s >= 1 for s in shape)):
-        raise ValueError(f"shape must be a non-empty tuple of positive ints, e.g. (1, 28, 28), got {shape!r}")
+        raise ValueError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
     return max(1, BLOCK_VALUES // (math.prod(shape) * (2 if guided else 1)))
 
 def _eps_in_blocks(net, x:Tensor, t:int, labels, guidance:float, null_label, batch_size) -> Tensor:
